@@ -1,0 +1,14 @@
+/* tests/test_main.c - the test runner: one binary, every test file included (a unity build).
+ * Run from the repository root: build/test [NAME_FILTER]. Closing line: "N passed, N failed". */
+#define KOSMOS2_IMPLEMENTATION
+#include "../kosmos2.h"
+#include "test.h"
+
+#include "test_platform.c"
+
+int main(int argc, char **argv) {
+    if (argc > 1) test__filter = argv[1];
+    tests_platform();
+    printf("%d passed, %d failed\n", test__passed, test__failed);
+    return test__failed ? 1 : 0;
+}
