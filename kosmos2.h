@@ -88,6 +88,8 @@ const char *kosmos2_strerror(int code);
 #define KOSMOS2__PART_API
 #include "parts/tokenizer.h"
 #include "parts/image.h"
+#include "parts/grounding.h"
+#include "parts/kernels.h"
 #undef KOSMOS2__PART_API
 /* [[KOSMOS2_MODEL_API]] */
 
@@ -221,8 +223,11 @@ KOSMOS2__UNUSED static char *kosmos2__strdup(const char *s) {
 
 #include "parts/tokenizer.h"
 #include "parts/image.h"
+#include "parts/kernels.h"
 
 /* [[KOSMOS2_MODEL_IMPL]] */
+
+#include "parts/grounding.h"
 
 #endif /* KOSMOS2_IMPLEMENTATION_DONE */
 #endif /* KOSMOS2_IMPLEMENTATION */

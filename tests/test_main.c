@@ -5,10 +5,22 @@
 #include "test.h"
 
 #include "test_platform.c"
+#include "test_tokenizer.c"
+#include "test_image.c"
+#include "test_kernels.c"
+#include "test_loader.c"
+#include "test_model.c"
+#include "test_grounding.c"
 
 int main(int argc, char **argv) {
     if (argc > 1) test__filter = argv[1];
     tests_platform();
+    tests_tokenizer();
+    tests_image();
+    tests_kernels();
+    tests_loader();
+    tests_model();
+    tests_grounding();
     printf("%d passed, %d failed\n", test__passed, test__failed);
     return test__failed ? 1 : 0;
 }

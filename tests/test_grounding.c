@@ -1,0 +1,2 @@
+/* tests for the grounding section. */
+static void tests_grounding(void) {}

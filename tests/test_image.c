@@ -1,0 +1,2 @@
+/* tests for the image section. */
+static void tests_image(void) {}

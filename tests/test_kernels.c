@@ -1,0 +1,2 @@
+/* tests for the kernels section. */
+static void tests_kernels(void) {}

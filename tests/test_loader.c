@@ -1,0 +1,2 @@
+/* tests for the loader. */
+static void tests_loader(void) {}

@@ -1,0 +1,2 @@
+/* tests for the model. */
+static void tests_model(void) {}

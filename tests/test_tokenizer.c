@@ -1,0 +1,2 @@
+/* tests for the tokenizer section. */
+static void tests_tokenizer(void) {}
