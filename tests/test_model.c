@@ -1,2 +1,255 @@
-/* tests for the model. */
-static void tests_model(void) {}
+/* tests for [7] VISION ENCODER, [8] RESAMPLER, [9] TEXT DECODER, [10] GENERATION.
+ * References: tests/fixtures/tiny_{f32,bf16}/ref/caseN/ made by scripts/make_fixtures.py with transformers
+ * (eager attention, float32 compute; the bf16 model's references are its saved bf16 weights run in
+ * float32, which is what kosmos2.h computes). */
+#include <pthread.h>
+
+typedef struct {            /* one reference case, read from case.json + .npy files */
+    int32_t prompt[512];
+    uint8_t mask[512];
+    int n_prompt;
+    int32_t greedy[256], beam3[256];
+    int n_greedy, n_beam3;
+    char prompt_text[256];
+} test_case;
+
+/* Copy an integer JSON array `key` of obj into out[cap]; returns the count or -1. */
+static int test_json_ints(const kosmos2__json *obj, const char *key, int32_t *out, int cap) {
+    const kosmos2__json *a = kosmos2__json_get(obj, key);
+    size_t i;
+    if (!a || a->type != KOSMOS2__JARR || (int)a->len > cap) return -1;
+    for (i = 0; i < a->len; i++) out[i] = (int32_t)a->items[i].num;
+    return (int)a->len;
+}
+
+static int test_load_case(const char *dir, test_case *tc) {
+    char path[1024];
+    kosmos2__json js;
+    int32_t tmp[512];
+    int i, n;
+    const kosmos2__json *p;
+    snprintf(path, sizeof path, "%s/case.json", dir);
+    if (kosmos2__json_load(path, &js)) return -1;
+    tc->n_prompt = test_json_ints(&js, "prompt_ids", tc->prompt, 512);
+    n = test_json_ints(&js, "image_mask", tmp, 512);
+    for (i = 0; i < n; i++) tc->mask[i] = (uint8_t)tmp[i];
+    tc->n_greedy = test_json_ints(&js, "greedy_ids", tc->greedy, 256);
+    tc->n_beam3 = test_json_ints(&js, "beam3_ids", tc->beam3, 256);
+    p = kosmos2__json_get(&js, "prompt");
+    snprintf(tc->prompt_text, sizeof tc->prompt_text, "%s", p && p->type == KOSMOS2__JSTR ? p->str : "");
+    kosmos2__json_free(&js);
+    return (tc->n_prompt > 0 && n == tc->n_prompt && tc->n_greedy > 0) ? 0 : -1;
+}
+
+static float *test_npy(const char *dir, const char *name, size_t *n) {
+    char path[1024];
+    int shape[8], nd;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return test_load_npy(path, n, shape, &nd);
+}
+
+static const char *test_models[] = {"tests/fixtures/tiny_f32", "tests/fixtures/tiny_bf16"};
+
+/* Vision hidden states, image embeddings, prompt logits and the first decode steps' logits. */
+static void test_model_numerics(void) {
+    int mi, ci;
+    for (mi = 0; mi < 2; mi++) {
+        kosmos2_model *m = NULL;
+        kosmos2_context *ctx = NULL;
+        const kosmos2_config *c;
+        CHECK_OK(kosmos2_model_load(test_models[mi], NULL, &m));
+        if (!m) continue;
+        c = kosmos2_model_config(m);
+        CHECK_OK(kosmos2_context_new(m, NULL, &ctx));
+        for (ci = 0; ci < 8 && ctx; ci++) {
+            char dir[512];
+            test_case tc;
+            size_t npx, nvh, nie, npl, nsl, N = (size_t)(c->image_size / c->patch_size) * (c->image_size / c->patch_size) + 1;
+            float *px, *vh, *ie, *pl, *sl, *my_vh, *my_ie, *logits;
+            double e1, e2, e3, e4 = 0;
+            int s;
+            snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[mi], ci);
+            if (test_load_case(dir, &tc)) { CHECK(ci >= 3, "%s: could not read case %d", test_models[mi], ci); break; }
+            px = test_npy(dir, "pixel_values.npy", &npx); vh = test_npy(dir, "vision_hidden.npy", &nvh);
+            ie = test_npy(dir, "image_embeds.npy", &nie); pl = test_npy(dir, "prompt_logits.npy", &npl);
+            sl = test_npy(dir, "step_logits.npy", &nsl);
+            CHECK(px && vh && ie && pl && sl, "%s: missing .npy files", dir);
+            if (!px || !vh || !ie || !pl || !sl) continue;
+            CHECK(nvh == N * (size_t)c->vision_hidden && nie == 64 * (size_t)c->text_hidden && npl == (size_t)c->vocab_size, "%s: sizes", dir);
+            my_vh = (float *)malloc(nvh * 4); my_ie = (float *)malloc(nie * 4); logits = (float *)malloc(npl * 4);
+            CHECK_OK(kosmos2_encode_image(ctx, px, my_vh, my_ie));
+            e1 = test_max_rel_err(my_vh, vh, nvh);
+            e2 = test_max_rel_err(my_ie, ie, nie);
+            kosmos2_kv_clear(ctx);
+            CHECK_OK(kosmos2_decode(ctx, tc.prompt, tc.n_prompt, tc.mask, logits));
+            e3 = test_max_rel_err(logits, pl, npl);
+            /* step_logits [5, V]: row 0 is the prefill's last row, rows 1.. follow the greedy ids */
+            for (s = 0; s < 5 && (size_t)(s + 1) * npl <= nsl; s++) {
+                double e;
+                if (s > 0) CHECK_OK(kosmos2_decode(ctx, &tc.greedy[s - 1], 1, NULL, logits));
+                e = test_max_rel_err(logits, sl + (size_t)s * npl, npl);
+                if (e > e4) e4 = e;
+            }
+            printf("    %s case%d: vision %.2e  image_embeds %.2e  prompt_logits %.2e  step_logits %.2e\n", test_models[mi], ci, e1, e2, e3, e4);
+            CHECK(e1 < 1e-4, "vision_hidden max rel err %.3e", e1);
+            CHECK(e2 < 1e-4, "image_embeds max rel err %.3e", e2);
+            CHECK(e3 < 1e-4, "prompt_logits max rel err %.3e", e3);
+            CHECK(e4 < 1e-4, "step_logits max rel err %.3e", e4);
+            free(px); free(vh); free(ie); free(pl); free(sl); free(my_vh); free(my_ie); free(logits);
+        }
+        kosmos2_context_free(ctx);
+        kosmos2_model_free(m);
+    }
+}
+
+/* Greedy (48 new tokens, no_repeat_ngram_size 3) and 3-beam search ids, exactly. */
+static void test_model_generate(void) {
+    int mi, ci;
+    for (mi = 0; mi < 2; mi++) {
+        kosmos2_model *m = NULL;
+        kosmos2_context *ctx = NULL;
+        CHECK_OK(kosmos2_model_load(test_models[mi], NULL, &m));
+        if (!m) continue;
+        CHECK_OK(kosmos2_context_new(m, NULL, &ctx));
+        for (ci = 0; ci < 8 && ctx; ci++) {
+            char dir[512];
+            test_case tc;
+            size_t npx;
+            float *px;
+            int32_t out[256];
+            int n = 0, i, same;
+            kosmos2_generate_params gp = kosmos2_generate_default_params();
+            snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[mi], ci);
+            if (test_load_case(dir, &tc)) break;
+            px = test_npy(dir, "pixel_values.npy", &npx);
+            if (!px) { CHECK(0, "%s: no pixel_values.npy", dir); continue; }
+            CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+            gp.max_new_tokens = 48;
+            CHECK_OK(kosmos2_generate_ids(ctx, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 256, &n));
+            for (same = n == tc.n_greedy, i = 0; same && i < n; i++) same = out[i] == tc.greedy[i];
+            CHECK(same, "%s: greedy ids differ (%d vs %d tokens; first mismatch at %d)", dir, n, tc.n_greedy, i - 1);
+            gp.num_beams = 3;
+            CHECK_OK(kosmos2_generate_ids(ctx, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 256, &n));
+            for (same = n == tc.n_beam3, i = 0; same && i < n; i++) same = out[i] == tc.beam3[i];
+            CHECK(same, "%s: beam-3 ids differ (%d vs %d tokens; first mismatch at %d)", dir, n, tc.n_beam3, i - 1);
+            free(px);
+        }
+        kosmos2_context_free(ctx);
+        kosmos2_model_free(m);
+    }
+}
+
+/* Same logits for 1 and 2 threads, bit for bit. */
+static void test_model_thread_count(void) {
+    kosmos2_model *m = NULL;
+    kosmos2_context *c1 = NULL, *c2 = NULL;
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    test_case tc;
+    size_t npx;
+    float *px, *l1, *l2;
+    int V;
+    CHECK_OK(kosmos2_model_load(test_models[1], NULL, &m));
+    if (!m || test_load_case("tests/fixtures/tiny_bf16/ref/case0", &tc)) { CHECK(0, "fixture"); kosmos2_model_free(m); return; }
+    V = kosmos2_model_config(m)->vocab_size;
+    cp.n_threads = 1; CHECK_OK(kosmos2_context_new(m, &cp, &c1));
+    cp.n_threads = 2; CHECK_OK(kosmos2_context_new(m, &cp, &c2));
+    px = test_npy("tests/fixtures/tiny_bf16/ref/case0", "pixel_values.npy", &npx);
+    l1 = (float *)malloc((size_t)V * 4); l2 = (float *)malloc((size_t)V * 4);
+    if (c1 && c2 && px) {
+        CHECK_OK(kosmos2_encode_image(c1, px, NULL, NULL));
+        CHECK_OK(kosmos2_encode_image(c2, px, NULL, NULL));
+        CHECK_OK(kosmos2_decode(c1, tc.prompt, tc.n_prompt, tc.mask, l1));
+        CHECK_OK(kosmos2_decode(c2, tc.prompt, tc.n_prompt, tc.mask, l2));
+        CHECK(memcmp(l1, l2, (size_t)V * 4) == 0, "logits differ between 1 and 2 threads");
+    }
+    free(px); free(l1); free(l2);
+    kosmos2_context_free(c1); kosmos2_context_free(c2);
+    kosmos2_model_free(m);
+}
+
+typedef struct { const kosmos2_model *m; test_case *tc; float *px; int32_t out[64]; int n, rc; } test_gen_job;
+static void *test_gen_thread(void *arg) {
+    test_gen_job *j = (test_gen_job *)arg;
+    kosmos2_context *ctx = NULL;
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    kosmos2_generate_params gp = kosmos2_generate_default_params();
+    cp.n_threads = 1;
+    gp.max_new_tokens = 20;
+    j->rc = kosmos2_context_new(j->m, &cp, &ctx);
+    if (!j->rc) j->rc = kosmos2_encode_image(ctx, j->px, NULL, NULL);
+    if (!j->rc) j->rc = kosmos2_generate_ids(ctx, j->tc->prompt, j->tc->mask, j->tc->n_prompt, &gp, j->out, 64, &j->n);
+    kosmos2_context_free(ctx);
+    return NULL;
+}
+
+/* Two contexts on one model, generating at the same time from two threads. */
+static void test_model_two_contexts(void) {
+    kosmos2_model *m = NULL;
+    test_case tc[2];
+    test_gen_job job[2];
+    pthread_t th[2];
+    int i, k;
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m) return;
+    for (i = 0; i < 2; i++) {
+        char dir[256];
+        size_t n;
+        snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[0], i * 2);
+        CHECK(test_load_case(dir, &tc[i]) == 0, "case");
+        memset(&job[i], 0, sizeof job[i]);
+        job[i].m = m; job[i].tc = &tc[i]; job[i].px = test_npy(dir, "pixel_values.npy", &n);
+    }
+    for (i = 0; i < 2; i++) pthread_create(&th[i], NULL, test_gen_thread, &job[i]);
+    for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (i = 0; i < 2; i++) {
+        int same = job[i].rc == 0 && job[i].n == 20;
+        for (k = 0; same && k < 20; k++) same = job[i].out[k] == tc[i].greedy[k];
+        CHECK(same, "context %d (parallel) differs from the reference (rc %d, n %d)", i, job[i].rc, job[i].n);
+        free(job[i].px);
+    }
+    kosmos2_model_free(m);
+}
+
+static int test_abort_after_3(void *ud) { return ++*(int *)ud >= 3; }
+
+/* Limits and callbacks: a prompt over the context limit, an abort callback. */
+static void test_model_limits(void) {
+    kosmos2_model *m = NULL;
+    kosmos2_context *ctx = NULL;
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    kosmos2_generate_params gp = kosmos2_generate_default_params();
+    test_case tc;
+    int32_t out[64];
+    int n = -1, calls = 0, rc;
+    size_t npx;
+    float *px;
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m || test_load_case("tests/fixtures/tiny_f32/ref/case0", &tc)) { kosmos2_model_free(m); CHECK(0, "fixture"); return; }
+    cp.max_ctx = 80;
+    CHECK_OK(kosmos2_context_new(m, &cp, &ctx));
+    px = test_npy("tests/fixtures/tiny_f32/ref/case0", "pixel_values.npy", &npx);
+    CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+    gp.max_new_tokens = 20; /* 71 + 20 > 80 */
+    rc = kosmos2_generate_ids(ctx, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+    CHECK(rc == KOSMOS2_E_LIMIT && n == 0, "over the context: rc %d n %d", rc, n);
+    CHECK(strstr(kosmos2_last_error(), "context limit") != NULL, "message: %s", kosmos2_last_error());
+    gp.max_new_tokens = 9;
+    gp.abort_callback = test_abort_after_3;
+    gp.user_data = &calls;
+    rc = kosmos2_generate_ids(ctx, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+    CHECK(rc == KOSMOS2_E_ABORTED && n == 3, "abort: rc %d n %d", rc, n);
+    CHECK(n == 3 && out[0] == tc.greedy[0] && out[2] == tc.greedy[2], "tokens before the abort are kept");
+    rc = kosmos2_generate_ids(ctx, tc.prompt, tc.mask, 3, &gp, out, 64, &n); /* mask with 1 image slot only */
+    CHECK(rc == KOSMOS2_E_INVALID, "a mask with the wrong number of image slots: rc %d", rc);
+    free(px);
+    kosmos2_context_free(ctx);
+    kosmos2_model_free(m);
+}
+
+static void tests_model(void) {
+    RUN(test_model_numerics);
+    RUN(test_model_generate);
+    RUN(test_model_thread_count);
+    RUN(test_model_two_contexts);
+    RUN(test_model_limits);
+}
