@@ -1207,8 +1207,9 @@ static int kosmos2__open_weights(kosmos2_model *m, const char *dir, int use_mmap
         const kosmos2__json *f = &wm->items[i];
         int seen = 0;
         if (f->type != KOSMOS2__JSTR || !f->len || strchr(f->str, '/') || strchr(f->str, '\\') || !strcmp(f->str, "..")) {
+            rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: weight_map entry for '%s' is not a plain file name", path, wm->keys[i]);
             kosmos2__json_free(&idx);
-            return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: weight_map entry for '%s' is not a plain file name", path, wm->keys[i]);
+            return rc;
         }
         for (j = 0; j < (int)i && !seen; j++) seen = !strcmp(wm->items[j].str, f->str);
         if (seen) continue;

@@ -1,2 +1,371 @@
-/* tests for the loader. */
-static void tests_loader(void) {}
+/* tests for [2] PARSERS and [3] CHECKPOINT: JSON, safetensors, config, loading and bad input.
+ * Checksums: tests/fixtures/tiny_{f32,bf16}/ref/tensors.json, computed by scripts/make_fixtures.py
+ * (float64 sums of the stored values, with torch). Bad inputs are generated here under build/tmp. */
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_json_parser(void) {
+    kosmos2__json v;
+    const kosmos2__json *x;
+    const char *good = " {\"a\": [1, -2.5e3, true, false, null], \"s\": \"q\\\"\\u00e9\\ud83d\\ude00\\n\", \"o\": {}} ";
+    const char *bad[] = {"", "{", "[1,]", "{\"a\" 1}", "\"\\x\"", "01", "1.", "[1e]", "\"abc", "{\"a\":1}}", "nul", "[\"\x01\"]", "\"\\u12G4\""};
+    size_t i;
+    char deep[300];
+    CHECK_OK(kosmos2__json_parse(good, strlen(good), &v));
+    x = kosmos2__json_get(&v, "a");
+    CHECK(x && x->type == KOSMOS2__JARR && x->len == 5 && x->items[1].num == -2500.0 && x->items[2].num == 1, "array");
+    x = kosmos2__json_get(&v, "s");
+    CHECK(x && x->type == KOSMOS2__JSTR && strcmp(x->str, "q\"\xc3\xa9\xf0\x9f\x98\x80\n") == 0, "escapes decoded");
+    kosmos2__json_free(&v);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = kosmos2__json_parse(bad[i], strlen(bad[i]), &v);
+        CHECK(rc == KOSMOS2_E_FORMAT && strstr(kosmos2_last_error(), "invalid JSON at byte"), "bad JSON #%d accepted (rc %d)", (int)i, rc);
+    }
+    memset(deep, '[', sizeof deep);
+    CHECK(kosmos2__json_parse(deep, sizeof deep, &v) == KOSMOS2_E_FORMAT && strstr(kosmos2_last_error(), "deep"), "deep nesting refused");
+}
+
+/* The loaded tensors reproduce the reference checksums (float64 sum and sum of |x|). */
+static void test_loader_checksums(void) {
+    int mi;
+    for (mi = 0; mi < 2; mi++) {
+        const char *dir = mi ? "tests/fixtures/tiny_bf16" : "tests/fixtures/tiny_f32";
+        char path[256];
+        kosmos2_model *m = NULL;
+        kosmos2__json ref;
+        int i, n, matched = 0;
+        snprintf(path, sizeof path, "%s/ref/tensors.json", dir);
+        CHECK_OK(kosmos2_model_load(dir, NULL, &m));
+        CHECK_OK(kosmos2__json_load(path, &ref));
+        if (!m || ref.type != KOSMOS2__JOBJ) { kosmos2_model_free(m); continue; }
+        n = kosmos2_model_n_tensors(m);
+        CHECK(n == (int)ref.len, "%s: %d tensors loaded, reference has %d", dir, n, (int)ref.len);
+        for (i = 0; i < n; i++) {
+            kosmos2_tensor_info ti;
+            const kosmos2__json *r, *rs, *ra;
+            double sum = 0, asum = 0;
+            size_t k, count;
+            kosmos2_model_tensor(m, i, &ti);
+            r = kosmos2__json_get(&ref, ti.name);
+            CHECK(r != NULL, "%s: no reference for %s", dir, ti.name);
+            if (!r) continue;
+            count = ti.nbytes / (strcmp(ti.dtype, "F32") ? 2 : 4);
+            for (k = 0; k < count; k++) {
+                float f;
+                if (!strcmp(ti.dtype, "F32")) memcpy(&f, (const char *)ti.data + 4 * k, 4);
+                else {
+                    uint16_t h;
+                    memcpy(&h, (const char *)ti.data + 2 * k, 2);
+                    f = !strcmp(ti.dtype, "BF16") ? kosmos2__bf16_to_f32(h) : kosmos2__f16_to_f32(h);
+                }
+                sum += f;
+                asum += fabs(f);
+            }
+            rs = kosmos2__json_get(r, "sum"); ra = kosmos2__json_get(r, "abs_sum");
+            CHECK(rs && ra && fabs(sum - rs->num) <= 1e-9 * (fabs(ra->num) + 1) && fabs(asum - ra->num) <= 1e-9 * (ra->num + 1),
+                  "%s %s: sum %.12g vs %.12g", dir, ti.name, sum, rs ? rs->num : 0.0);
+            matched++;
+        }
+        CHECK(matched == n && n > 50, "%s: %d of %d tensors checked", dir, matched, n);
+        kosmos2__json_free(&ref);
+        kosmos2_model_free(m);
+    }
+}
+
+/* ---- bad-input helpers: build checkpoint directories under build/tmp ---- */
+static int test_copy_file(const char *from, const char *to) {
+    size_t n;
+    unsigned char *b = test_read_file(from, &n);
+    FILE *f;
+    if (!b) return -1;
+    f = fopen(to, "wb");
+    if (!f) { free(b); return -1; }
+    fwrite(b, 1, n, f);
+    fclose(f);
+    free(b);
+    return 0;
+}
+static void test_write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (f) { fputs(text, f); fclose(f); }
+}
+
+/* A fresh directory build/tmp/<name> holding the tiny_f32 fixture, except model.safetensors when
+ * with_weights is 0. Returns the directory path (static buffer). */
+static const char *test_fixture_copy(const char *name, int with_weights) {
+    static char dir[256];
+    char a[512], b[512];
+    const char *files[] = {"config.json", "preprocessor_config.json", "sentencepiece.bpe.model", "model.safetensors"};
+    int i;
+    mkdir("build", 0755); mkdir("build/tmp", 0755);
+    snprintf(dir, sizeof dir, "build/tmp/%s", name);
+    mkdir(dir, 0755);
+    snprintf(a, sizeof a, "%s/model.safetensors", dir); remove(a);
+    snprintf(a, sizeof a, "%s/model.safetensors.index.json", dir); remove(a);
+    for (i = 0; i < 4 - !with_weights; i++) {
+        snprintf(a, sizeof a, "tests/fixtures/tiny_f32/%s", files[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
+        test_copy_file(a, b);
+    }
+    return dir;
+}
+
+/* One tensor entry of a safetensors file we write: the header may lie about everything. */
+typedef struct { char name[160]; char dtype[8]; char shape[64]; long long begin, end; } test_st;
+
+/* Write a safetensors file: header from e[0..n-1] (+ an optional extra raw JSON member), data = the
+ * tiny_f32 data section as is. hlen_override != 0 writes that header length instead. */
+static void test_write_st(const char *path, const test_st *e, int n, const char *extra, uint64_t hlen_override, size_t truncate_to) {
+    size_t sz, hl, cap = 1 << 20, o = 0, total;
+    unsigned char *orig = test_read_file("tests/fixtures/tiny_f32/model.safetensors", &sz);
+    char *h = (char *)malloc(cap);
+    uint64_t ohl = 0, hl64;
+    FILE *f;
+    int i, k;
+    if (!orig || !h) { free(orig); free(h); return; }
+    for (k = 7; k >= 0; k--) ohl = (ohl << 8) | orig[k];
+    o += (size_t)snprintf(h + o, cap - o, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (i = 0; i < n; i++)
+        o += (size_t)snprintf(h + o, cap - o, ",\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%lld,%lld]}", e[i].name, e[i].dtype, e[i].shape, e[i].begin, e[i].end);
+    if (extra) o += (size_t)snprintf(h + o, cap - o, ",%s", extra);
+    o += (size_t)snprintf(h + o, cap - o, "}");
+    while (o % 8) h[o++] = ' ';
+    hl = o;
+    hl64 = hlen_override ? hlen_override : (uint64_t)hl;
+    f = fopen(path, "wb");
+    if (f) {
+        unsigned char le[8];
+        unsigned char *all;
+        for (k = 0; k < 8; k++) le[k] = (unsigned char)(hl64 >> (8 * k));
+        total = 8 + hl + (sz - 8 - (size_t)ohl);
+        all = (unsigned char *)malloc(total);
+        memcpy(all, le, 8);
+        memcpy(all + 8, h, hl);
+        memcpy(all + 8 + hl, orig + 8 + ohl, sz - 8 - (size_t)ohl);
+        fwrite(all, 1, truncate_to && truncate_to < total ? truncate_to : total, f);
+        fclose(f);
+        free(all);
+    }
+    free(orig);
+    free(h);
+}
+
+/* The tiny_f32 tensor table as test_st entries (truthful). Returns the count. */
+static int test_st_entries(test_st *e, int cap) {
+    kosmos2_model *m = NULL;
+    int i, d, n;
+    const unsigned char *base = NULL;
+    if (kosmos2_model_load("tests/fixtures/tiny_f32", NULL, &m)) return 0;
+    n = kosmos2_model_n_tensors(m);
+    for (i = 0; i < n && i < cap; i++) { /* data_offsets are relative to the first tensor's data */
+        kosmos2_tensor_info ti;
+        kosmos2_model_tensor(m, i, &ti);
+        if (!base || (const unsigned char *)ti.data < base) base = (const unsigned char *)ti.data;
+    }
+    for (i = 0; i < n && i < cap; i++) {
+        kosmos2_tensor_info ti;
+        size_t o = 0;
+        kosmos2_model_tensor(m, i, &ti);
+        snprintf(e[i].name, sizeof e[i].name, "%s", ti.name);
+        snprintf(e[i].dtype, sizeof e[i].dtype, "%s", ti.dtype);
+        o += (size_t)snprintf(e[i].shape + o, sizeof e[i].shape - o, "[");
+        for (d = 0; d < ti.ndim; d++) o += (size_t)snprintf(e[i].shape + o, sizeof e[i].shape - o, d ? ",%lld" : "%lld", (long long)ti.shape[d]);
+        snprintf(e[i].shape + o, sizeof e[i].shape - o, "]");
+        e[i].begin = (long long)((const unsigned char *)ti.data - base);
+        e[i].end = e[i].begin + (long long)ti.nbytes;
+    }
+    kosmos2_model_free(m);
+    return n;
+}
+
+static int test_find_st(const test_st *e, int n, const char *name) {
+    int i;
+    for (i = 0; i < n; i++) if (!strcmp(e[i].name, name)) return i;
+    return -1;
+}
+
+/* Expect loading `dir` to fail with `code` and a message containing `needle`. */
+#define CHECK_LOAD_FAILS(dir, code, needle)                                                              \
+    do {                                                                                                 \
+        kosmos2_model *m_ = (kosmos2_model *)1;                                                           \
+        int rc_ = kosmos2_model_load(dir, NULL, &m_);                                                    \
+        CHECK(rc_ == (code) && m_ == NULL && strstr(kosmos2_last_error(), needle) != NULL,               \
+              "rc %d (want %d), message '%s' (want '%s')", rc_, code, kosmos2_last_error(), needle);     \
+        if (rc_ == 0) kosmos2_model_free(m_);                                                            \
+    } while (0)
+
+static void test_loader_bad_directory(void) {
+    const char *d;
+    char p[512];
+    CHECK_LOAD_FAILS("build/tmp/does-not-exist", KOSMOS2_E_IO, "config.json: not found");
+    d = test_fixture_copy("bad_json", 1);
+    snprintf(p, sizeof p, "%s/config.json", d);
+    test_write_text(p, "{\"text_config\": {\"embed_dim\": 36,, }}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "config.json: invalid JSON at byte 33");
+    test_write_text(p, "{\"model_type\": \"kosmos-2\", \"text_config\": {\"embed_dim\": 36, \"attention_heads\": 5}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "not divisible by attention_heads 5");
+    test_write_text(p, "{\"model_type\": \"kosmos-2\", \"text_config\": {\"layers\": -3}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "text_config.layers must be an integer");
+    test_write_text(p, "{\"model_type\": \"llama\"}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_UNSUPPORTED, "model_type is 'llama'");
+    test_write_text(p, "{\"model_type\": \"kosmos-2\", \"vision_config\": {\"image_size\": 43}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "not a multiple of patch_size");
+    /* a config.json whose sizes do not fit the weights */
+    test_write_text(p, "{\"model_type\": \"kosmos-2\", \"vision_config\": {\"image_size\": 42, \"hidden_size\": 30, \"num_attention_heads\": 3}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "config.json implies");
+    d = test_fixture_copy("no_weights", 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_IO, "model.safetensors: cannot open");
+    d = test_fixture_copy("bad_preproc", 1);
+    snprintf(p, sizeof p, "%s/preprocessor_config.json", d);
+    test_write_text(p, "{\"image_std\": [0.2, 0, 0.3], \"size\": {\"height\": 42, \"width\": 42}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "image_std must not be 0");
+    test_write_text(p, "{\"size\": {\"height\": 40, \"width\": 40}, \"crop_size\": {\"height\": 40, \"width\": 40}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "the vision tower takes 42x42");
+    remove(p); /* absent: defaults at the model's image size */
+    {
+        kosmos2_model *m = NULL;
+        CHECK_OK(kosmos2_model_load(d, NULL, &m));
+        CHECK(m && kosmos2_model_preprocess_config(m)->width == 42, "default preprocessing size");
+        kosmos2_model_free(m);
+    }
+}
+
+static void test_loader_bad_safetensors(void) {
+    static test_st e[1024], e2[1024];
+    int n = test_st_entries(e, 1024), i, k;
+    const char *d = test_fixture_copy("bad_st", 0);
+    char p[512];
+    size_t sz = 0;
+    unsigned char *orig = test_read_file("tests/fixtures/tiny_f32/model.safetensors", &sz);
+    CHECK(n > 50, "fixture tensors: %d", n);
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    /* our writer with the truthful table loads */
+    test_write_st(p, e, n, NULL, 0, 0);
+    {
+        kosmos2_model *m = NULL;
+        CHECK_OK(kosmos2_model_load(d, NULL, &m));
+        kosmos2_model_free(m);
+    }
+    /* truncated files, cut at many offsets */
+    for (k = 0; orig && k < 40; k++) {
+        size_t cut = k < 12 ? (size_t)k : (size_t)k * (sz / 40);
+        FILE *f = fopen(p, "wb");
+        kosmos2_model *m = (kosmos2_model *)1;
+        int rc;
+        fwrite(orig, 1, cut, f);
+        fclose(f);
+        rc = kosmos2_model_load(d, NULL, &m);
+        CHECK(rc < 0 && m == NULL && strstr(kosmos2_last_error(), "model.safetensors"), "truncated at %zu: rc %d '%s'", cut, rc, kosmos2_last_error());
+    }
+    free(orig);
+    test_write_st(p, e, n, NULL, (uint64_t)1 << 63, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "exceeds the file size");
+    test_write_st(p, e, n, NULL, 7, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "invalid JSON");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    e2[n - 1].end += 1000000; /* beyond the data section */
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "outside the data section");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    i = test_find_st(e2, n, "text_model.model.layer_norm.bias");
+    k = test_find_st(e2, n, "text_model.model.layer_norm.weight");
+    e2[i].begin = e2[k].begin; e2[i].end = e2[k].end; /* two tensors on the same bytes */
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "overlap");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    snprintf(e2[i].shape, sizeof e2[i].shape, "[37]"); /* shape x dtype != byte range */
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "does not match shape x dtype");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    snprintf(e2[i].dtype, sizeof e2[i].dtype, "F99");
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "unknown dtype");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    snprintf(e2[i].dtype, sizeof e2[i].dtype, "I32");
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_UNSUPPORTED, "text_model.model.layer_norm.bias' has dtype I32");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    snprintf(e2[i].shape, sizeof e2[i].shape, "[-36]");
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "bad shape entry");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    snprintf(e2[i].shape, sizeof e2[i].shape, "[4294967296,4294967296,4294967296]");
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "overflows");
+    /* a missing tensor, and a mis-shaped one (same bytes, transposed shape) */
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    e2[i] = e2[n - 1];
+    test_write_st(p, e2, n - 1, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "tensor 'text_model.model.layer_norm.bias' is missing");
+    memcpy(e2, e, sizeof e[0] * (size_t)n);
+    i = test_find_st(e2, n, "image_to_text_projection.dense.weight");
+    snprintf(e2[i].shape, sizeof e2[i].shape, "[30,36]");
+    test_write_st(p, e2, n, NULL, 0, 0);
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "has shape [30, 36], config.json implies [36, 30]");
+    /* lm_head present: used if well-shaped, refused if not */
+    i = test_find_st(e, n, "text_model.model.embed_tokens.weight");
+    {
+        char extra[256];
+        kosmos2_model *m = NULL;
+        snprintf(extra, sizeof extra, "\"text_model.lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[2037,36],\"data_offsets\":[%lld,%lld]}", e[i].begin, e[i].end);
+        /* the same bytes twice is an overlap; so the lm_head points at the embedding only through the loader */
+        test_write_st(p, e, n, extra, 0, 0);
+        CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "overlap");
+        memcpy(e2, e, sizeof e[0] * (size_t)n);
+        snprintf(e2[i].name, sizeof e2[i].name, "text_model.lm_head.weight"); /* only lm_head, no embed_tokens */
+        test_write_st(p, e2, n, NULL, 0, 0);
+        CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "embed_tokens.weight' is missing");
+        (void)m;
+    }
+}
+
+/* A sharded checkpoint (model.safetensors.index.json + two shards) loads like the single file. */
+static void test_loader_shards(void) {
+    static test_st e[1024];
+    int n = test_st_entries(e, 1024), i;
+    const char *d = test_fixture_copy("sharded", 0);
+    char p[512], idx[1 << 16];
+    size_t o = 0;
+    kosmos2_model *m = NULL;
+    /* both shards carry the whole data section; each header lists half of the tensors */
+    snprintf(p, sizeof p, "%s/a.safetensors", d);
+    test_write_st(p, e, n / 2, NULL, 0, 0);
+    snprintf(p, sizeof p, "%s/b.safetensors", d);
+    test_write_st(p, e + n / 2, n - n / 2, NULL, 0, 0);
+    o += (size_t)snprintf(idx + o, sizeof idx - o, "{\"metadata\": {}, \"weight_map\": {");
+    for (i = 0; i < n; i++) o += (size_t)snprintf(idx + o, sizeof idx - o, "%s\"%s\": \"%s\"", i ? ", " : "", e[i].name, i < n / 2 ? "a.safetensors" : "b.safetensors");
+    snprintf(idx + o, sizeof idx - o, "}}");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+    test_write_text(p, idx);
+    CHECK_OK(kosmos2_model_load(d, NULL, &m));
+    CHECK(m && kosmos2_model_n_tensors(m) == n, "all tensors from two shards");
+    kosmos2_model_free(m);
+    test_write_text(p, "{\"weight_map\": {\"x\": \"../../etc/passwd\"}}");
+    CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "not a plain file name");
+}
+
+/* The header compiles as C++ too (build/cxx_check.o in `make test`); and mmap vs read agree. */
+static void test_loader_no_mmap(void) {
+    kosmos2_model *a = NULL, *b = NULL;
+    kosmos2_model_params mp = kosmos2_model_default_params();
+    kosmos2_tensor_info ta, tb;
+    mp.use_mmap = 0;
+    CHECK_OK(kosmos2_model_load("tests/fixtures/tiny_bf16", NULL, &a));
+    CHECK_OK(kosmos2_model_load("tests/fixtures/tiny_bf16", &mp, &b));
+    if (a && b) {
+        kosmos2_model_tensor(a, 3, &ta);
+        kosmos2_model_tensor(b, 3, &tb);
+        CHECK(ta.nbytes == tb.nbytes && memcmp(ta.data, tb.data, ta.nbytes) == 0 && ta.data != tb.data, "mmap and read give the same bytes");
+    }
+    kosmos2_model_free(a);
+    kosmos2_model_free(b);
+}
+
+static void tests_loader(void) {
+    RUN(test_json_parser);
+    RUN(test_loader_checksums);
+    RUN(test_loader_bad_directory);
+    RUN(test_loader_bad_safetensors);
+    RUN(test_loader_shards);
+    RUN(test_loader_no_mmap);
+}
