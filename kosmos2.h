@@ -202,6 +202,31 @@ kosmos2_generate_params kosmos2_generate_default_params(void);
 int kosmos2_generate_ids(kosmos2_context *ctx, const int32_t *prompt_ids, const uint8_t *image_mask, int n_prompt,
                          const kosmos2_generate_params *params, int32_t *out_ids, int cap, int *n_out);
 
+/* ---- the whole pipeline in one call: image + prompt (+ boxes) -> text, caption, entities ---- */
+typedef struct kosmos2_result {
+    int32_t *prompt_ids;        /* [n_prompt] the prompt as the model saw it (<s>, image slots, ...) */
+    int n_prompt;
+    int32_t *ids;               /* [n_ids] generated ids (EOS included when produced) */
+    int n_ids;
+    char *prompt;               /* the prompt text after box markup was attached */
+    char *text;                 /* prompt + generation decoded, special tokens skipped (HF batch_decode) */
+    kosmos2_grounding grounding;/* caption + entities (processor.post_process_generation) */
+    int image_width, image_height; /* of the input image (for boxes in pixels) */
+    double t_preprocess_ms, t_vision_ms, t_resampler_ms, t_prefill_ms, t_decode_ms;
+    int n_decode;               /* tokens generated (for tokens/s) */
+} kosmos2_result;
+
+/* Caption or answer for `image` (NULL: text only) and `prompt` (NULL: "<grounding>An image of").
+ * boxes: per <phrase>...</phrase> of the prompt, in order (NULL/0: none), as the processor's
+ * bboxes= argument. params may be NULL (greedy, 128 new tokens, the model's n-gram ban).
+ * Free the result with kosmos2_result_free (also after a failure). */
+int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const char *prompt,
+                     const kosmos2_phrase_boxes *boxes, int n_box_groups,
+                     const kosmos2_generate_params *params, kosmos2_result *out);
+void kosmos2_result_free(kosmos2_result *r);
+/* Free memory the library allocated for the caller (strings from kosmos2_prompt_attach_boxes ...). */
+void kosmos2_free(void *p);
+
 
 #ifdef __cplusplus
 }
@@ -1997,6 +2022,94 @@ int kosmos2_generate_ids(kosmos2_context *ctx, const int32_t *prompt_ids, const 
     if (p.max_new_tokens == 0) return 0;
     if (p.num_beams > 1) return kosmos2__generate_beam(ctx, prompt_ids, image_mask, n_prompt, &p, ngram, out_ids, cap, n_out);
     return kosmos2__generate_single(ctx, prompt_ids, image_mask, n_prompt, &p, ngram, out_ids, cap, n_out);
+}
+
+/* ---- the whole pipeline ---------------------------------------------------------------------- */
+void kosmos2_result_free(kosmos2_result *r) {
+    if (!r) return;
+    KOSMOS2_FREE(r->prompt_ids);
+    KOSMOS2_FREE(r->ids);
+    KOSMOS2_FREE(r->prompt);
+    KOSMOS2_FREE(r->text);
+    kosmos2_grounding_free(&r->grounding);
+    memset(r, 0, sizeof *r);
+}
+
+int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const char *prompt, const kosmos2_phrase_boxes *boxes,
+                     int n_box_groups, const kosmos2_generate_params *params, kosmos2_result *out) {
+    kosmos2_generate_params p = params ? *params : kosmos2_generate_default_params();
+    const kosmos2_model *m;
+    const kosmos2_config *c;
+    float *pixels = NULL;
+    uint8_t *mask = NULL;
+    int32_t *all = NULL;
+    int rc, n, cap, n_img, tlen;
+    double t0;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_generate: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!ctx) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_generate: context is NULL");
+    m = ctx->m; c = &m->cfg;
+    if (!prompt) prompt = "<grounding>An image of";
+    /* boxes -> markup in the prompt */
+    if ((rc = kosmos2_prompt_attach_boxes(prompt, boxes, boxes ? n_box_groups : 0, &out->prompt)) != 0) goto end;
+    /* prompt -> ids (+ image slots) */
+    n_img = image ? c->latent_query_num : 0;
+    cap = (int)strlen(out->prompt) + n_img + 16;
+    for (;;) { /* ids [cap] and image mask [cap]; retried once with the exact size if too small */
+        out->prompt_ids = (int32_t *)kosmos2__alloc((size_t)cap * sizeof(int32_t));
+        mask = (uint8_t *)kosmos2__alloc((size_t)cap);
+        if (!out->prompt_ids || !mask) { rc = KOSMOS2_E_NOMEM; goto end; }
+        n = kosmos2_prompt_ids(m->tok, out->prompt, n_img, out->prompt_ids, mask, cap);
+        if (n < 0) { rc = n; goto end; }
+        if (n <= cap) break;
+        KOSMOS2_FREE(out->prompt_ids); KOSMOS2_FREE(mask); out->prompt_ids = NULL; mask = NULL;
+        cap = n;
+    }
+    out->n_prompt = n;
+    if ((int64_t)n + p.max_new_tokens > ctx->max_ctx) {
+        rc = kosmos2__fail(KOSMOS2_E_LIMIT, "the prompt (%d tokens) + max_new_tokens (%d) exceeds the context limit of %d positions", n, p.max_new_tokens, ctx->max_ctx);
+        goto end;
+    }
+    /* image -> pixels -> image embeddings */
+    if (image) {
+        out->image_width = image->width; out->image_height = image->height;
+        pixels = (float *)kosmos2__alloc((size_t)3 * (size_t)m->pp.width * (size_t)m->pp.height * sizeof(float));
+        if (!pixels) { rc = KOSMOS2_E_NOMEM; goto end; }
+        t0 = kosmos2__now_ms();
+        if ((rc = kosmos2_image_preprocess(image, &m->pp, pixels)) != 0) goto end;
+        out->t_preprocess_ms = kosmos2__now_ms() - t0;
+        if ((rc = kosmos2_encode_image(ctx, pixels, NULL, NULL)) != 0) goto end;
+        out->t_vision_ms = ctx->t_vision_ms;
+        out->t_resampler_ms = ctx->t_resampler_ms;
+    }
+    /* generate */
+    out->ids = (int32_t *)kosmos2__alloc((size_t)(p.max_new_tokens + 1) * sizeof(int32_t));
+    if (!out->ids) { rc = KOSMOS2_E_NOMEM; goto end; }
+    rc = kosmos2_generate_ids(ctx, out->prompt_ids, image ? mask : NULL, n, &p, out->ids, p.max_new_tokens + 1, &out->n_ids);
+    if (out->n_ids > p.max_new_tokens + 1) out->n_ids = p.max_new_tokens + 1;
+    out->t_prefill_ms = ctx->t_prefill_ms;
+    out->t_decode_ms = ctx->t_decode_ms;
+    out->n_decode = out->n_ids;
+    if (rc && rc != KOSMOS2_E_ABORTED) goto end;
+    /* decode prompt + generation, then the grounding post-processing */
+    {
+        int r2;
+        all = (int32_t *)kosmos2__alloc((size_t)(n + out->n_ids) * sizeof(int32_t));
+        if (!all) { rc = KOSMOS2_E_NOMEM; goto end; }
+        memcpy(all, out->prompt_ids, (size_t)n * sizeof(int32_t));
+        memcpy(all + n, out->ids, (size_t)out->n_ids * sizeof(int32_t));
+        tlen = kosmos2_detokenize(m->tok, all, n + out->n_ids, 1, NULL, 0);
+        if (tlen < 0) { rc = tlen; goto end; }
+        out->text = (char *)kosmos2__alloc((size_t)tlen + 1);
+        if (!out->text) { rc = KOSMOS2_E_NOMEM; goto end; }
+        kosmos2_detokenize(m->tok, all, n + out->n_ids, 1, out->text, (size_t)tlen + 1);
+        if ((r2 = kosmos2_grounding_parse(out->text, &out->grounding)) != 0) { rc = r2; goto end; }
+    }
+end:
+    KOSMOS2_FREE(pixels);
+    KOSMOS2_FREE(mask);
+    KOSMOS2_FREE(all);
+    return rc;
 }
 
 

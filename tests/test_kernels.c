@@ -1,2 +1,334 @@
-/* tests for the kernels section. */
-static void tests_kernels(void) {}
+/* tests for the kernels section ([6] in kosmos2.h).
+ * - float16 / bfloat16 conversion and q8_0 / q4_0 (de)quantization against hand-checked values;
+ * - kosmos2__matmul in every ISA path the CPU has (scalar, avx2, avx512) x every dtype x odd
+ *   sizes, against a float64 reference with a rigorous error bound for the canonical sum order,
+ *   and bit for bit against the scalar path (the paths implement the same canonical sum);
+ * - results independent of the thread count, and a row of an M-row product equal to the
+ *   one-row product (decode == prefill). */
+
+/* ---- helpers ---- */
+static uint32_t tk__rng = 12345u;
+static float tk__rand(void) { /* uniform in [-1, 1) */
+    tk__rng ^= tk__rng << 13;
+    tk__rng ^= tk__rng >> 17;
+    tk__rng ^= tk__rng << 5;
+    return (float)(tk__rng >> 8) / 8388608.0f - 1.0f;
+}
+static uint16_t tk__bf16_of(float f) { /* truncation is fine: any bf16 pattern is a valid weight */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+static float tk__bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Weights [N, K] of type dt made from random floats (q types: quantized by the format rules). */
+static void *tk__make_weights(int dt, int64_t N, int64_t K, float scale) {
+    int64_t rb = kosmos2__row_bytes((kosmos2__dtype)dt, K), n, k;
+    uint8_t *w = (uint8_t *)malloc((size_t)(N * rb) + 1);
+    float *row = (float *)malloc((size_t)K * 4 + 4);
+    for (n = 0; n < N; n++) {
+        uint8_t *o = w + n * rb;
+        for (k = 0; k < K; k++) row[k] = scale * tk__rand();
+        if (dt == KOSMOS2__F32) memcpy(o, row, (size_t)K * 4);
+        for (k = 0; k < K && dt == KOSMOS2__F16; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(o + 2 * k, &h, 2); }
+        for (k = 0; k < K && dt == KOSMOS2__BF16; k++) { uint16_t h = tk__bf16_of(row[k]); memcpy(o + 2 * k, &h, 2); }
+        if (dt == KOSMOS2__Q8_0) kosmos2__quantize_row_q8_0(row, o, K);
+        if (dt == KOSMOS2__Q4_0) kosmos2__quantize_row_q4_0(row, o, K);
+    }
+    free(row);
+    return w;
+}
+
+/* float64 reference of y = x W^T + bias and a bound on the float32 error of the canonical sum.
+ * Float types: W widened exactly; lane sums of ceil(K/16) fmas + 4 folds + bias: each rounding
+ * contributes at most u = 2^-24 of the sum of magnitudes. Q types: x quantized to q8_0 with the
+ * format function, block sums exact in integers; (nb/2 + 6) roundings. */
+static void tk__reference(const float *x, int64_t M, const kosmos2__mat *W, const float *bias, double *ref, double *bound) {
+    int64_t N = W->rows, K = W->cols, m, n, k;
+    float *wrow = (float *)malloc((size_t)K * 4 + 4);
+    int q = W->dtype == KOSMOS2__Q8_0 || W->dtype == KOSMOS2__Q4_0;
+    int64_t nb = K / 32;
+    uint8_t *xq = (uint8_t *)malloc((size_t)(M * nb * 34) + 1);
+    double rounds = q ? (double)((nb + 1) / 2 + 6) : (double)((K + 15) / 16 + 6);
+    if (q)
+        for (m = 0; m < M; m++) kosmos2__quantize_row_q8_0(x + m * K, xq + m * nb * 34, K);
+    for (n = 0; n < N; n++) {
+        const uint8_t *wb = (const uint8_t *)W->data + n * kosmos2__row_bytes(W->dtype, K);
+        kosmos2__mat_row_f32(W, n, wrow);
+        for (m = 0; m < M; m++) {
+            double s = 0, a = 0, bv = bias ? bias[n] : 0.0;
+            if (!q) {
+                for (k = 0; k < K; k++) { s += (double)x[m * K + k] * wrow[k]; a += fabs((double)x[m * K + k] * wrow[k]); }
+            } else {
+                int64_t b;
+                int i;
+                for (b = 0; b < nb; b++) {
+                    const uint8_t *xb = xq + (m * nb + b) * 34;
+                    const uint8_t *wq = wb + b * (W->dtype == KOSMOS2__Q8_0 ? 34 : 18);
+                    double d = (double)kosmos2__f16_at(xb) * kosmos2__f16_at(wq);
+                    long isum = 0, iabs = 0;
+                    for (i = 0; i < 32; i++) {
+                        int wi = W->dtype == KOSMOS2__Q8_0 ? (int8_t)wq[2 + i]
+                                                            : (i < 16 ? (wq[2 + i] & 15) : (wq[2 + i - 16] >> 4)) - 8;
+                        isum += (long)wi * (int8_t)xb[2 + i];
+                        iabs += labs((long)wi * (int8_t)xb[2 + i]);
+                    }
+                    s += d * (double)isum;
+                    a += fabs(d) * (double)iabs;
+                }
+            }
+            ref[m * N + n] = s + bv;
+            bound[m * N + n] = rounds * ldexp(1.0, -24) * (a + fabs(bv)) * 1.0001 + 1e-30;
+        }
+    }
+    free(wrow);
+    free(xq);
+}
+
+/* ---- conversions ---- */
+static void test_kernels_f16_bf16(void) {
+    static const struct { float f; uint16_t h; } cases[] = {
+        {1.0f, 0x3c00}, {-2.0f, 0xc000}, {65504.0f, 0x7bff}, {65520.0f, 0x7c00}, {1e6f, 0x7c00},
+        {0.1f, 0x2e66},                 /* 0.0999755859375 */
+        {5.9604644775390625e-8f, 0x0001}, /* 2^-24, the smallest subnormal */
+        {2.98023223876953125e-8f, 0x0000}, /* 2^-25: a tie, to even (0) */
+        {8.94069671630859375e-8f, 0x0002}, /* 1.5 * 2^-24: a tie, to even (2) */
+        {6.103515625e-5f, 0x0400},        /* 2^-14, the smallest normal */
+        {1.00048828125f, 0x3c00},         /* 1 + 2^-11: a tie, to even */
+        {1.00146484375f, 0x3c02},         /* 1 + 3*2^-11: a tie, to even (up) */
+        {0.0f, 0x0000}, {-0.0f, 0x8000}};
+    unsigned i;
+    uint32_t h;
+    int bad = 0;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(kosmos2__f32_to_f16(cases[i].f) == cases[i].h, "f32_to_f16(%.9g) = 0x%04x, want 0x%04x", cases[i].f,
+              kosmos2__f32_to_f16(cases[i].f), cases[i].h);
+    CHECK(kosmos2__f16_to_f32(0x3c00) == 1.0f && kosmos2__f16_to_f32(0x0001) == ldexpf(1.0f, -24) &&
+              kosmos2__f16_to_f32(0x7bff) == 65504.0f && kosmos2__f16_to_f32(0xc000) == -2.0f &&
+              isinf(kosmos2__f16_to_f32(0x7c00)) && isnan(kosmos2__f16_to_f32(0x7e00)),
+          "f16_to_f32 hand values");
+    CHECK(kosmos2__bf16_to_f32(0x3f80) == 1.0f && kosmos2__bf16_to_f32(0xc0a0) == -5.0f, "bf16_to_f32 hand values");
+    CHECK(isnan(kosmos2__f16_to_f32(kosmos2__f32_to_f16(tk__bits(0x7fc00000u)))), "NaN stays NaN");
+    /* every finite float16 survives f16 -> f32 -> f16 */
+    for (h = 0; h < 65536; h++)
+        if ((h & 0x7c00) != 0x7c00 && kosmos2__f32_to_f16(kosmos2__f16_to_f32((uint16_t)h)) != h) bad++;
+    CHECK(bad == 0, "%d float16 values do not round-trip", bad);
+}
+
+/* ---- q8_0 / q4_0 formats ---- */
+static void test_kernels_quantize_q8_0(void) {
+    float x[96], y[96];
+    uint8_t b[3 * 34];
+    int i;
+    memset(x, 0, sizeof x);
+    /* block 0: max|x| = 127 -> d = 1: q = round half away from zero */
+    x[0] = 127; x[1] = -127; x[2] = 63.5f; x[3] = -63.5f; x[4] = 0.49f; x[5] = 2.5f; x[6] = -2.5f; x[7] = -0.5f;
+    /* block 1: all zero -> d = 0, q = 0.  block 2: max|x| = 254 -> d = 2 */
+    x[64] = 254; x[65] = 3; x[66] = -5; x[67] = 1;
+    kosmos2__quantize_row_q8_0(x, b, 96);
+    CHECK(b[0] == 0x00 && b[1] == 0x3c, "block 0 d = 0x%02x%02x, want 0x3c00 (1.0)", b[1], b[0]);
+    CHECK((int8_t)b[2] == 127 && (int8_t)b[3] == -127 && (int8_t)b[4] == 64 && (int8_t)b[5] == -64 && (int8_t)b[6] == 0 &&
+              (int8_t)b[7] == 3 && (int8_t)b[8] == -3 && (int8_t)b[9] == -1,
+          "block 0 q = %d %d %d %d %d %d %d %d", (int8_t)b[2], (int8_t)b[3], (int8_t)b[4], (int8_t)b[5], (int8_t)b[6],
+          (int8_t)b[7], (int8_t)b[8], (int8_t)b[9]);
+    for (i = 0; i < 34; i++) CHECK(b[34 + i] == 0, "zero block byte %d = %d", i, b[34 + i]);
+    CHECK(b[68] == 0x00 && b[69] == 0x40, "block 2 d = 0x%02x%02x, want 0x4000 (2.0)", b[69], b[68]);
+    CHECK((int8_t)b[70] == 127 && (int8_t)b[71] == 2 && (int8_t)b[72] == -3 && (int8_t)b[73] == 1,
+          "block 2 q = %d %d %d %d (want 127 2 -3 1)", (int8_t)b[70], (int8_t)b[71], (int8_t)b[72], (int8_t)b[73]);
+    kosmos2__dequantize_row_q8_0(b, y, 96);
+    CHECK(y[0] == 127 && y[2] == 64 && y[3] == -64 && y[4] == 0 && y[40] == 0 && y[64] == 254 && y[65] == 4 && y[66] == -6,
+          "dequantized %g %g %g %g %g %g %g", y[0], y[2], y[3], y[4], y[64], y[65], y[66]);
+}
+
+static void test_kernels_quantize_q4_0(void) {
+    float x[64], y[64];
+    uint8_t b[2 * 18];
+    memset(x, 0, sizeof x);
+    /* block 0: the largest magnitude is -8 -> d = 1, q = min(15, trunc(x + 8.5)) */
+    x[0] = -8; x[1] = 7; x[2] = 7.4f; x[3] = -0.6f; x[4] = 0.49f; x[5] = 0.5f; x[16] = -0.5f; x[17] = 3;
+    /* block 1: the largest magnitude is +16 -> d = -2, q = min(15, trunc(x / -2 + 8.5)) */
+    x[32] = 16; x[33] = -14; x[34] = -16; x[35] = 2; x[48] = 1;
+    kosmos2__quantize_row_q4_0(x, b, 64);
+    CHECK(b[0] == 0x00 && b[1] == 0x3c, "block 0 d = 0x%02x%02x, want 0x3c00", b[1], b[0]);
+    /* byte i = q[i] | q[i+16] << 4: q[0]=0 q[16]=8 -> 0x80; q[1]=15 q[17]=11 -> 0xbf; q[2]=15 q[18]=8 -> 0x8f;
+     * q[3]=7 -> 0x87; q[4]=8 -> 0x88; q[5]=9 -> 0x89 */
+    CHECK(b[2] == 0x80 && b[3] == 0xbf && b[4] == 0x8f && b[5] == 0x87 && b[6] == 0x88 && b[7] == 0x89,
+          "block 0 bytes %02x %02x %02x %02x %02x %02x", b[2], b[3], b[4], b[5], b[6], b[7]);
+    CHECK(b[18] == 0x00 && b[19] == 0xc0, "block 1 d = 0x%02x%02x, want 0xc000 (-2)", b[19], b[18]);
+    /* q[0]=0 (16) q[16]=8 (1/-2+8.5 = 8) -> 0x80; q[1]=15 -> 0x8f; q[2]: 16.5 -> 15 -> 0x8f; q[3]=7 -> 0x87 */
+    CHECK(b[20] == 0x80 && b[21] == 0x8f && b[22] == 0x8f && b[23] == 0x87, "block 1 bytes %02x %02x %02x %02x", b[20],
+          b[21], b[22], b[23]);
+    kosmos2__dequantize_row_q4_0(b, y, 64);
+    CHECK(y[0] == -8 && y[1] == 7 && y[2] == 7 && y[3] == -1 && y[16] == 0 && y[17] == 3 && y[32] == 16 && y[33] == -14 &&
+              y[34] == -14 && y[35] == 2 && y[48] == 0,
+          "dequantized %g %g %g %g %g %g | %g %g %g %g %g", y[0], y[1], y[2], y[3], y[16], y[17], y[32], y[33], y[34],
+          y[35], y[48]);
+}
+
+static void test_kernels_mat_row(void) {
+    int dt;
+    for (dt = 0; dt < 5; dt++) {
+        int64_t K = 64, k;
+        void *w = tk__make_weights(dt, 3, K, 2.0f);
+        kosmos2__mat W;
+        float row[64], ref[64];
+        W.data = w; W.dtype = (kosmos2__dtype)dt; W.rows = 3; W.cols = K;
+        kosmos2__mat_row_f32(&W, 2, row);
+        for (k = 0; k < K; k++) {
+            const uint8_t *p = (const uint8_t *)w + 2 * kosmos2__row_bytes(W.dtype, K);
+            uint16_t h;
+            if (dt == KOSMOS2__F32) memcpy(&ref[k], p + 4 * k, 4);
+            if (dt == KOSMOS2__F16 || dt == KOSMOS2__BF16) {
+                memcpy(&h, p + 2 * k, 2);
+                ref[k] = dt == KOSMOS2__F16 ? kosmos2__f16_to_f32(h) : kosmos2__bf16_to_f32(h);
+            }
+        }
+        if (dt == KOSMOS2__Q8_0) kosmos2__dequantize_row_q8_0((const uint8_t *)w + 2 * 68, ref, K);
+        if (dt == KOSMOS2__Q4_0) kosmos2__dequantize_row_q4_0((const uint8_t *)w + 2 * 36, ref, K);
+        CHECK(memcmp(row, ref, sizeof row) == 0, "mat_row_f32 %s", kosmos2__dtype_name(W.dtype));
+        free(w);
+    }
+}
+
+/* ---- matrix products ---- */
+/* Every ISA the CPU has: y against the float64 reference (bound) and == the scalar path. */
+static void test_kernels_matmul_paths(void) {
+    static const int64_t Ms[] = {1, 2, 3, 4, 7, 33}, Ns[] = {1, 5, 6, 17, 65};
+    static const int64_t Kf[] = {1, 3, 15, 16, 17, 31, 32, 33, 100, 257}, Kq[] = {32, 64, 96, 256, 288};
+    int isa, dt, best = kosmos2__kernels_set_isa(-1), checked = 0, bad_ref = 0, bad_eq = 0;
+    unsigned mi, ni, ki;
+    printf("    kernels: paths exercised:");
+    for (isa = 0; isa <= best; isa++) printf(" %s", kosmos2__isa_name(isa));
+    printf(" (not available here:");
+    for (isa = best + 1; isa <= KOSMOS2__ISA_AVX512; isa++) printf(" %s", kosmos2__isa_name(isa));
+    printf(")\n");
+    for (dt = 0; dt < 5; dt++) {
+        int q = dt >= KOSMOS2__Q8_0;
+        unsigned nk = q ? sizeof Kq / sizeof Kq[0] : sizeof Kf / sizeof Kf[0];
+        for (ki = 0; ki < nk; ki++)
+            for (ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++)
+                for (mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+                    int64_t M = Ms[mi], N = Ns[ni], K = q ? Kq[ki] : Kf[ki], i;
+                    void *w = tk__make_weights(dt, N, K, 1.5f);
+                    float *x = (float *)malloc((size_t)(M * K) * 4), *bias = (float *)malloc((size_t)N * 4);
+                    float *y0 = (float *)malloc((size_t)(M * N) * 4), *y = (float *)malloc((size_t)(M * N) * 4);
+                    double *ref = (double *)malloc((size_t)(M * N) * 8), *bound = (double *)malloc((size_t)(M * N) * 8);
+                    const float *b = (ki + ni) % 2 ? bias : NULL;
+                    kosmos2__mat W;
+                    W.data = w; W.dtype = (kosmos2__dtype)dt; W.rows = N; W.cols = K;
+                    for (i = 0; i < M * K; i++) x[i] = tk__rand() * (i % 7 == 0 ? 10.0f : 1.0f);
+                    for (i = 0; i < N; i++) bias[i] = tk__rand();
+                    tk__reference(x, M, &W, b, ref, bound);
+                    for (isa = 0; isa <= best; isa++) {
+                        float *out = isa == 0 ? y0 : y;
+                        kosmos2__kernels_set_isa(isa);
+                        for (i = 0; i < M * N; i++) out[i] = NAN;
+                        CHECK_OK(kosmos2__matmul(out, x, M, &W, b, 1 + (int)(mi % 2)));
+                        for (i = 0; i < M * N; i++) {
+                            if (!(fabs(out[i] - ref[i]) <= bound[i])) {
+                                if (bad_ref++ < 5)
+                                    CHECK(0, "%s %s M=%lld N=%lld K=%lld y[%lld] = %.9g, ref %.9g, bound %.3g",
+                                          kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), (long long)M, (long long)N,
+                                          (long long)K, (long long)i, out[i], ref[i], bound[i]);
+                            }
+                            if (isa > 0 && !(out[i] == y0[i])) {
+                                if (bad_eq++ < 5)
+                                    CHECK(0, "%s %s M=%lld N=%lld K=%lld y[%lld] = %.9g != scalar %.9g",
+                                          kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), (long long)M, (long long)N,
+                                          (long long)K, (long long)i, out[i], y0[i]);
+                            }
+                        }
+                        checked++;
+                    }
+                    free(w); free(x); free(bias); free(y0); free(y); free(ref); free(bound);
+                }
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad_ref == 0 && bad_eq == 0, "%d outputs outside the bound, %d differing from scalar (%d products)", bad_ref,
+          bad_eq, checked);
+}
+
+/* q8_0 weights with arbitrary bytes (including -128) and the float32 scale extremes of a block. */
+static void test_kernels_matmul_q8_raw(void) {
+    int64_t M = 5, N = 7, K = 96, i;
+    int isa, best = kosmos2__kernels_set_isa(-1);
+    uint8_t *w = (uint8_t *)malloc((size_t)(N * K / 32 * 34));
+    float x[5 * 96], y0[35], y[35];
+    double ref[35], bound[35];
+    kosmos2__mat W;
+    for (i = 0; i < N * K / 32 * 34; i++) w[i] = (uint8_t)(tk__rand() * 128 + 128);
+    for (i = 0; i < N * K / 32; i++) { uint16_t d = kosmos2__f32_to_f16(0.01f * (1 + tk__rand())); memcpy(w + 34 * i, &d, 2); }
+    w[2] = 0x80; w[3] = 0x80; /* -128 */
+    for (i = 0; i < M * K; i++) x[i] = tk__rand();
+    x[5] = -x[6];
+    W.data = w; W.dtype = KOSMOS2__Q8_0; W.rows = N; W.cols = K;
+    tk__reference(x, M, &W, NULL, ref, bound);
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        CHECK_OK(kosmos2__matmul(isa ? y : y0, x, M, &W, NULL, 1));
+        for (i = 0; i < M * N; i++) {
+            float v = isa ? y[i] : y0[i];
+            CHECK(fabs(v - ref[i]) <= bound[i] && v == y0[i], "%s y[%lld] = %.9g ref %.9g scalar %.9g",
+                  kosmos2__isa_name(isa), (long long)i, v, ref[i], y0[i]);
+        }
+    }
+    kosmos2__kernels_set_isa(-1);
+    free(w);
+}
+
+/* 1 thread vs 2 threads, and each row of an M-row product vs the one-row product: bit-identical. */
+static void test_kernels_matmul_threads_and_rows(void) {
+    int64_t M = 33, N = 65, K = 288, i, m;
+    int dt, isa, best = kosmos2__kernels_set_isa(-1);
+    float *x = (float *)malloc((size_t)(M * K) * 4), *bias = (float *)malloc((size_t)N * 4);
+    float *y1 = (float *)malloc((size_t)(M * N) * 4), *y2 = (float *)malloc((size_t)(M * N) * 4);
+    for (i = 0; i < M * K; i++) x[i] = tk__rand();
+    for (i = 0; i < N; i++) bias[i] = tk__rand();
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        for (dt = 0; dt < 5; dt++) {
+            void *w = tk__make_weights(dt, N, K, 1.0f);
+            kosmos2__mat W;
+            int diff = 0, rowdiff = 0;
+            W.data = w; W.dtype = (kosmos2__dtype)dt; W.rows = N; W.cols = K;
+            CHECK_OK(kosmos2__matmul(y1, x, M, &W, bias, 1));
+            CHECK_OK(kosmos2__matmul(y2, x, M, &W, bias, 2));
+            for (i = 0; i < M * N; i++) diff += y1[i] != y2[i];
+            for (m = 0; m < M; m += 8) {
+                CHECK_OK(kosmos2__matmul(y2, x + m * K, 1, &W, bias, 2));
+                for (i = 0; i < N; i++) rowdiff += y1[m * N + i] != y2[i];
+            }
+            CHECK(diff == 0 && rowdiff == 0, "%s %s: %d outputs differ 1 vs 2 threads, %d differ row vs M-row product",
+                  kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), diff, rowdiff);
+            free(w);
+        }
+    }
+    kosmos2__kernels_set_isa(-1);
+    free(x); free(bias); free(y1); free(y2);
+}
+
+static void test_kernels_matmul_errors(void) {
+    float x[33], y[2];
+    uint8_t w[2 * 34];
+    kosmos2__mat W;
+    memset(w, 0, sizeof w);
+    memset(x, 0, sizeof x);
+    W.data = w; W.dtype = KOSMOS2__Q8_0; W.rows = 2; W.cols = 33;
+    CHECK(kosmos2__matmul(y, x, 1, &W, NULL, 1) == KOSMOS2_E_INVALID, "q8_0 with K = 33 must be rejected");
+    CHECK(strstr(kosmos2_last_error(), "multiple of 32") != NULL, "message: %s", kosmos2_last_error());
+}
+
+static void tests_kernels(void) {
+    RUN(test_kernels_f16_bf16);
+    RUN(test_kernels_quantize_q8_0);
+    RUN(test_kernels_quantize_q4_0);
+    RUN(test_kernels_mat_row);
+    RUN(test_kernels_matmul_paths);
+    RUN(test_kernels_matmul_q8_raw);
+    RUN(test_kernels_matmul_threads_and_rows);
+    RUN(test_kernels_matmul_errors);
+}
