@@ -150,6 +150,15 @@ typedef struct kosmos2_tensor_info {
     size_t nbytes;
 } kosmos2_tensor_info;
 int kosmos2_model_n_tensors(const kosmos2_model *model);
+/* Progress of long operations: return nonzero to stop (KOSMOS2_E_ABORTED). */
+typedef int (*kosmos2_progress_callback)(const char *tensor, const char *type, int done, int total, void *user_data);
+/* Write the loaded model as one self-contained GGUF file (weights, config, tokenizer,
+ * preprocessing), 64-byte aligned, with the large matrices in `type`: "f32", "f16", "bf16", "q8_0"
+ * or "q4_0". Quantized files keep 1-D tensors and embeddings of positions in float32, the token
+ * embedding (= lm_head) in q8_0, and rows that are not a multiple of 32 in float16; progress (may
+ * be NULL) is told each tensor's chosen type. kosmos2_model_load(path.gguf) maps it back. */
+int kosmos2_model_save_gguf(const kosmos2_model *model, const char *path, const char *type,
+                            kosmos2_progress_callback progress, void *user_data);
 int kosmos2_model_tensor(const kosmos2_model *model, int index, kosmos2_tensor_info *info);
 
 typedef struct kosmos2_context_params {
@@ -726,6 +735,22 @@ static int kosmos2__cmp_range(const void *a, const void *b) {
     return x->data < y->data ? -1 : x->data > y->data ? 1 : 0;
 }
 
+/* No two tensors of one file may share bytes. */
+static int kosmos2__check_overlaps(const char *path, kosmos2__tensor *t, int n) {
+    kosmos2__tensor **sorted;
+    int i, rc = 0;
+    if (n < 2) return 0;
+    sorted = (kosmos2__tensor **)kosmos2__alloc((size_t)n * sizeof *sorted);
+    if (!sorted) return KOSMOS2_E_NOMEM;
+    for (i = 0; i < n; i++) sorted[i] = &t[i];
+    qsort(sorted, (size_t)n, sizeof *sorted, kosmos2__cmp_range);
+    for (i = 1; i < n && !rc; i++)
+        if (sorted[i]->data < sorted[i - 1]->data + sorted[i - 1]->nbytes)
+            rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensors '%s' and '%s' overlap", path, sorted[i - 1]->name, sorted[i]->name);
+    KOSMOS2_FREE(sorted);
+    return rc;
+}
+
 /* Parse the tensors of one mapped safetensors file and append them to *tensors (grown). */
 static int kosmos2__safetensors_parse(const char *path, const kosmos2__file *f, int file_index,
                                       kosmos2__tensor **tensors, int *n_tensors) {
@@ -733,7 +758,6 @@ static int kosmos2__safetensors_parse(const char *path, const kosmos2__file *f, 
     const unsigned char *data;
     size_t data_size, i, first = (size_t)*n_tensors;
     kosmos2__json root;
-    kosmos2__tensor **sorted;
     int rc, k;
     if (f->size < 8) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: not a safetensors file (only %zu bytes)", path, f->size);
     for (k = 7; k >= 0; k--) hlen = (hlen << 8) | f->data[k];
@@ -798,22 +822,7 @@ static int kosmos2__safetensors_parse(const char *path, const kosmos2__file *f, 
         (*n_tensors)++;
     }
     kosmos2__json_free(&root);
-    /* no two tensors may overlap */
-    if ((size_t)*n_tensors - first > 1) {
-        size_t n = (size_t)*n_tensors - first;
-        sorted = (kosmos2__tensor **)kosmos2__alloc(n * sizeof *sorted);
-        if (!sorted) return KOSMOS2_E_NOMEM;
-        for (i = 0; i < n; i++) sorted[i] = &(*tensors)[first + i];
-        qsort(sorted, n, sizeof *sorted, kosmos2__cmp_range);
-        for (i = 1; i < n; i++)
-            if (sorted[i]->data < sorted[i - 1]->data + sorted[i - 1]->nbytes) {
-                rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensors '%s' and '%s' overlap", path, sorted[i - 1]->name, sorted[i]->name);
-                KOSMOS2_FREE(sorted);
-                return rc;
-            }
-        KOSMOS2_FREE(sorted);
-    }
-    return 0;
+    return kosmos2__check_overlaps(path, *tensors + first, *n_tensors - (int)first);
 fail:
     kosmos2__json_free(&root);
     return rc;
@@ -854,6 +863,10 @@ struct kosmos2_model {
     int n_files;
     kosmos2__tensor *tensors; /* [n_tensors], data pointers into files */
     int n_tensors;
+    char *config_json;        /* config.json as read (kept for `quantize`) */
+    char *preproc_json;       /* preprocessor_config.json as read ("" when absent) */
+    unsigned char *spm;       /* [spm_size] sentencepiece.bpe.model bytes */
+    size_t spm_size;
     void **owned;             /* float32 copies made at load (non-f32 vectors, misaligned data) */
     int n_owned, cap_owned;
     /* vision tower */
@@ -1057,15 +1070,18 @@ static int kosmos2__check(const kosmos2_model *m, const char *name, int ndim, co
         want[a] = 0; got[b] = 0;
         return kosmos2__fail(KOSMOS2_E_FORMAT, "tensor '%s' has shape [%s], config.json implies [%s]", name, got, want);
     }
-    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16"))
+    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "Q8_0") && strcmp(t->dtype, "Q4_0"))
         return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name, t->dtype);
     *out = t;
     return 0;
 }
 
 static kosmos2__dtype kosmos2__dtype_of(const kosmos2__tensor *t) {
-    return !strcmp(t->dtype, "F32") ? KOSMOS2__F32 : !strcmp(t->dtype, "F16") ? KOSMOS2__F16 : KOSMOS2__BF16;
+    return !strcmp(t->dtype, "F32") ? KOSMOS2__F32 : !strcmp(t->dtype, "F16") ? KOSMOS2__F16 : !strcmp(t->dtype, "BF16") ? KOSMOS2__BF16
+         : !strcmp(t->dtype, "Q8_0") ? KOSMOS2__Q8_0 : KOSMOS2__Q4_0;
 }
+/* The alignment the kernels need for a stored type (q blocks start with a float16). */
+static size_t kosmos2__dtype_align(const kosmos2__tensor *t) { return !strcmp(t->dtype, "F32") ? 4 : 2; }
 
 /* A tensor as a float32 array: the mapped data itself when it is F32 and aligned, else a copy. */
 static int kosmos2__get_f32(kosmos2_model *m, const char *name, int ndim, const int64_t *dims, const float **out) {
@@ -1076,18 +1092,19 @@ static int kosmos2__get_f32(kosmos2_model *m, const char *name, int ndim, const 
     int rc = kosmos2__check(m, name, ndim, dims, &t);
     if (rc) return rc;
     if (!strcmp(t->dtype, "F32") && ((uintptr_t)t->data % 4) == 0) { *out = (const float *)t->data; return 0; }
-    n = (int64_t)(t->nbytes / (size_t)kosmos2__dtype_size(t->dtype));
+    for (n = 1, i = 0; i < ndim; i++) n *= dims[i];
     copy = (float *)kosmos2__alloc((size_t)n * sizeof(float));
     if (!copy || (rc = kosmos2__own(m, copy)) != 0) return KOSMOS2_E_NOMEM;
-    tmp.data = t->data; tmp.dtype = kosmos2__dtype_of(t); tmp.rows = 1; tmp.cols = n;
-    if (tmp.dtype == KOSMOS2__F32) memcpy(copy, t->data, t->nbytes);
-    else {
-        uint16_t h;
-        for (i = 0; i < n; i++) { /* byte-wise: the data may be misaligned */
-            memcpy(&h, t->data + 2 * i, 2);
-            copy[i] = tmp.dtype == KOSMOS2__F16 ? kosmos2__f16_to_f32(h) : kosmos2__bf16_to_f32(h);
-        }
-    }
+    tmp.dtype = kosmos2__dtype_of(t); tmp.rows = 1; tmp.cols = n;
+    tmp.data = t->data;
+    if ((uintptr_t)t->data % kosmos2__dtype_align(t)) { /* misaligned: an aligned copy of the bytes first */
+        void *bytes = kosmos2__alloc(t->nbytes);
+        if (!bytes) return KOSMOS2_E_NOMEM;
+        memcpy(bytes, t->data, t->nbytes);
+        tmp.data = bytes;
+        kosmos2__mat_row_f32(&tmp, 0, copy);
+        KOSMOS2_FREE(bytes);
+    } else kosmos2__mat_row_f32(&tmp, 0, copy);
     *out = copy;
     return 0;
 }
@@ -1097,7 +1114,7 @@ static int kosmos2__mat_from(kosmos2_model *m, const kosmos2__tensor *t, int64_t
     out->dtype = kosmos2__dtype_of(t);
     out->rows = rows; out->cols = cols;
     out->data = t->data;
-    if ((uintptr_t)t->data % (size_t)kosmos2__dtype_size(t->dtype)) {
+    if ((uintptr_t)t->data % kosmos2__dtype_align(t)) {
         void *copy = kosmos2__alloc(t->nbytes);
         if (!copy || kosmos2__own(m, copy)) return KOSMOS2_E_NOMEM;
         memcpy(copy, t->data, t->nbytes);
@@ -1205,6 +1222,282 @@ static int kosmos2__bind_weights(kosmos2_model *m) {
     return 0;
 }
 
+
+/* ---- GGUF: the single-file format (weights, config, tokenizer) -----------------------------
+ *  Layout (GGUF v3, little-endian): "GGUF", u32 version, u64 n_tensors, u64 n_kv; n_kv key/value
+ *  pairs (key = u64 length + bytes; u32 value type; value); n_tensors tensor infos (name, u32
+ *  n_dims, u64 ne[n_dims] innermost first, u32 ggml type, u64 offset into the data section);
+ *  padding to `general.alignment` (64 here); the data section. kosmos2.h stores config.json and
+ *  preprocessor_config.json as strings and the SentencePiece model as a byte array, so one file
+ *  is a whole model. Tensor names are the Hugging Face names. */
+#define KOSMOS2__GGUF_ALIGN 64
+enum { KOSMOS2__GT_U8, KOSMOS2__GT_I8, KOSMOS2__GT_U16, KOSMOS2__GT_I16, KOSMOS2__GT_U32, KOSMOS2__GT_I32, KOSMOS2__GT_F32,
+       KOSMOS2__GT_BOOL, KOSMOS2__GT_STR, KOSMOS2__GT_ARR, KOSMOS2__GT_U64, KOSMOS2__GT_I64, KOSMOS2__GT_F64 };
+
+typedef struct {            /* a bounds-checked reader over the mapped file */
+    const unsigned char *p; /* [n] */
+    size_t n, pos;
+    int bad;
+} kosmos2__rd;
+
+static uint64_t kosmos2__rd_u(kosmos2__rd *r, int bytes) {
+    uint64_t v = 0;
+    int i;
+    if (r->bad || r->n - r->pos < (size_t)bytes) { r->bad = 1; return 0; }
+    for (i = bytes - 1; i >= 0; i--) v = (v << 8) | r->p[r->pos + (size_t)i];
+    r->pos += (size_t)bytes;
+    return v;
+}
+/* A GGUF string: pointer into the file and its length (not NUL-terminated). */
+static const char *kosmos2__rd_str(kosmos2__rd *r, size_t *len) {
+    uint64_t n = kosmos2__rd_u(r, 8);
+    const char *s;
+    if (r->bad || n > r->n - r->pos) { r->bad = 1; *len = 0; return ""; }
+    s = (const char *)r->p + r->pos;
+    r->pos += (size_t)n;
+    *len = (size_t)n;
+    return s;
+}
+static int kosmos2__gt_size(uint32_t t) {
+    static const int sz[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return t < 13 ? sz[t] : -1;
+}
+/* Skip one value of type t (arrays of arrays nest at most 4 deep). */
+static void kosmos2__rd_skip(kosmos2__rd *r, uint32_t t, int depth) {
+    size_t len;
+    if (t == KOSMOS2__GT_STR) { kosmos2__rd_str(r, &len); return; }
+    if (t == KOSMOS2__GT_ARR) {
+        uint32_t et = (uint32_t)kosmos2__rd_u(r, 4);
+        uint64_t n = kosmos2__rd_u(r, 8), i;
+        int es = kosmos2__gt_size(et);
+        if (depth > 4 || es < 0) { r->bad = 1; return; }
+        if (es > 0) {
+            if (n > (r->n - r->pos) / (uint64_t)es) { r->bad = 1; return; }
+            r->pos += (size_t)(n * (uint64_t)es);
+            return;
+        }
+        for (i = 0; i < n && !r->bad; i++) kosmos2__rd_skip(r, et, depth + 1);
+        return;
+    }
+    if (kosmos2__gt_size(t) <= 0) { r->bad = 1; return; }
+    kosmos2__rd_u(r, kosmos2__gt_size(t));
+}
+
+typedef struct {            /* what kosmos2.h needs from a GGUF file's metadata */
+    const char *config_json, *preproc_json, *spm; /* into the mapped file */
+    size_t config_len, preproc_len, spm_len;
+} kosmos2__gguf_meta;
+
+static const char *kosmos2__ggml_type_name(uint32_t t) {
+    switch (t) {
+    case 0: return "F32";
+    case 1: return "F16";
+    case 2: return "Q4_0";
+    case 8: return "Q8_0";
+    case 30: return "BF16";
+    default: return NULL;
+    }
+}
+
+static int kosmos2__gguf_parse(const char *path, const kosmos2__file *f, kosmos2__tensor **tensors, int *n_tensors, kosmos2__gguf_meta *meta) {
+    kosmos2__rd r;
+    uint64_t nt, nkv, i, align = 32, data_start;
+    uint32_t version;
+    int rc;
+    r.p = f->data; r.n = f->size; r.pos = 0; r.bad = 0;
+    memset(meta, 0, sizeof *meta);
+    if (f->size < 24 || memcmp(f->data, "GGUF", 4) != 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: not a GGUF file", path);
+    r.pos = 4;
+    version = (uint32_t)kosmos2__rd_u(&r, 4);
+    nt = kosmos2__rd_u(&r, 8);
+    nkv = kosmos2__rd_u(&r, 8);
+    if (version < 2 || version > 3) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: GGUF version %u (supported: 2, 3)", path, version);
+    if (nt > 100000 || nkv > 100000) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: absurd counts (%llu tensors, %llu keys)", path, (unsigned long long)nt, (unsigned long long)nkv);
+    for (i = 0; i < nkv && !r.bad; i++) {
+        size_t klen;
+        const char *key = kosmos2__rd_str(&r, &klen);
+        uint32_t t = (uint32_t)kosmos2__rd_u(&r, 4);
+#define KOSMOS2__KEY(s) (klen == strlen(s) && !memcmp(key, s, klen))
+        if (r.bad) break;
+        if (t == KOSMOS2__GT_STR && KOSMOS2__KEY("kosmos2.config_json")) meta->config_json = kosmos2__rd_str(&r, &meta->config_len);
+        else if (t == KOSMOS2__GT_STR && KOSMOS2__KEY("kosmos2.preprocessor_config_json")) meta->preproc_json = kosmos2__rd_str(&r, &meta->preproc_len);
+        else if (t == KOSMOS2__GT_ARR && KOSMOS2__KEY("tokenizer.sentencepiece_model")) {
+            uint32_t et = (uint32_t)kosmos2__rd_u(&r, 4);
+            uint64_t n = kosmos2__rd_u(&r, 8);
+            if (et != KOSMOS2__GT_U8 || n > r.n - r.pos) { r.bad = 1; break; }
+            meta->spm = (const char *)r.p + r.pos;
+            meta->spm_len = (size_t)n;
+            r.pos += (size_t)n;
+        } else if (t == KOSMOS2__GT_U32 && KOSMOS2__KEY("general.alignment")) {
+            align = kosmos2__rd_u(&r, 4);
+            if (align == 0 || (align & (align - 1)) || align > 65536) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: bad general.alignment %llu", path, (unsigned long long)align);
+        } else kosmos2__rd_skip(&r, t, 0);
+#undef KOSMOS2__KEY
+    }
+    if (r.bad) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: metadata runs past the end of the file (byte %zu)", path, r.pos);
+    *tensors = (kosmos2__tensor *)kosmos2__calloc((size_t)nt + 1, sizeof **tensors);
+    if (!*tensors) return KOSMOS2_E_NOMEM;
+    for (i = 0; i < nt; i++) {
+        kosmos2__tensor *ts = &(*tensors)[i];
+        size_t nlen;
+        const char *name = kosmos2__rd_str(&r, &nlen), *tn;
+        uint32_t nd = (uint32_t)kosmos2__rd_u(&r, 4), d, type;
+        uint64_t count = 1;
+        if (r.bad || nd == 0 || nd > 8 || nlen == 0 || nlen > 512) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor info %llu is malformed (byte %zu)", path, (unsigned long long)i, r.pos);
+        ts->name = (char *)kosmos2__alloc(nlen + 1);
+        if (!ts->name) return KOSMOS2_E_NOMEM;
+        memcpy(ts->name, name, nlen);
+        ts->name[nlen] = 0;
+        (*n_tensors)++;
+        ts->ndim = (int)nd;
+        for (d = 0; d < nd; d++) { /* GGUF lists the innermost dimension first; we keep PyTorch's order */
+            uint64_t v = kosmos2__rd_u(&r, 8);
+            if (v == 0 || v > ((uint64_t)1 << 40) || count > ((uint64_t)1 << 40) / v) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s' has a bad dimension", path, ts->name);
+            ts->shape[nd - 1 - d] = (int64_t)v;
+            count *= v;
+        }
+        type = (uint32_t)kosmos2__rd_u(&r, 4);
+        ts->data = (const unsigned char *)(uintptr_t)kosmos2__rd_u(&r, 8); /* the offset for now */
+        if (r.bad) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor infos run past the end of the file", path);
+        tn = kosmos2__ggml_type_name(type);
+        if (!tn) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0)", path, ts->name, type);
+        strcpy(ts->dtype, tn);
+        if ((type == 2 || type == 8) && ts->shape[nd - 1] % 32) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: quantized tensor '%s' has rows of %lld (not a multiple of 32)", path, ts->name, (long long)ts->shape[nd - 1]);
+        ts->nbytes = (size_t)(count / (uint64_t)ts->shape[nd - 1] * (uint64_t)kosmos2__row_bytes(type == 0 ? KOSMOS2__F32 : type == 1 ? KOSMOS2__F16 : type == 30 ? KOSMOS2__BF16 : type == 8 ? KOSMOS2__Q8_0 : KOSMOS2__Q4_0, ts->shape[nd - 1]));
+    }
+    data_start = ((uint64_t)r.pos + align - 1) / align * align;
+    if (data_start > f->size) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: truncated before the data section", path);
+    for (i = 0; i < nt; i++) {
+        kosmos2__tensor *ts = &(*tensors)[i];
+        uint64_t off = (uint64_t)(uintptr_t)ts->data;
+        if (off % align) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s' offset %llu is not aligned to %llu", path, ts->name, (unsigned long long)off, (unsigned long long)align);
+        if (off > f->size - data_start || ts->nbytes > f->size - data_start - off)
+            return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s' (%zu bytes at offset %llu) lies outside the file (truncated?)", path, ts->name, ts->nbytes, (unsigned long long)off);
+        ts->data = f->data + data_start + off;
+    }
+    if ((rc = kosmos2__check_overlaps(path, *tensors, *n_tensors)) != 0) return rc;
+    if (!meta->config_json || !meta->spm) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: not a kosmos2.h GGUF file (no kosmos2.config_json or tokenizer.sentencepiece_model)", path);
+    return 0;
+}
+
+/* ---- writing a GGUF file (`kosmos2 quantize`) ---------------------------------------------- */
+static uint16_t kosmos2__f32_to_bf16(float f) { /* round to nearest even, NaN kept quiet */
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1)) >> 16);
+}
+
+static uint32_t kosmos2__ggml_type_of(kosmos2__dtype t) {
+    switch (t) {
+    case KOSMOS2__F32: return 0;
+    case KOSMOS2__F16: return 1;
+    case KOSMOS2__Q4_0: return 2;
+    case KOSMOS2__Q8_0: return 8;
+    default: return 30;
+    }
+}
+
+/* The type a tensor gets when quantizing to `want`: large matrices take `want`; embeddings keep
+ * q8_0 (the tied lm_head reads them); 1-D tensors, the class/position embeddings and the latent
+ * queries stay float32; rows that are not a multiple of 32 cannot be block-quantized: float16. */
+static kosmos2__dtype kosmos2__quant_choice(const kosmos2__tensor *t, kosmos2__dtype want) {
+    int64_t cols = t->shape[t->ndim - 1];
+    int is_q = want == KOSMOS2__Q8_0 || want == KOSMOS2__Q4_0;
+    if (t->ndim < 2 || strstr(t->name, "position_embedding") || strstr(t->name, "latent_query") || strstr(t->name, "class_embedding")) return KOSMOS2__F32;
+    if (!is_q) return want;
+    if (cols % 32 || strstr(t->name, "patch_embedding")) return KOSMOS2__F16;
+    if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return KOSMOS2__Q8_0;
+    return want;
+}
+
+static int kosmos2__fw(FILE *fp, const void *p, size_t n) { return fwrite(p, 1, n, fp) == n ? 0 : -1; }
+static int kosmos2__fw_u(FILE *fp, uint64_t v, int bytes) {
+    unsigned char b[8];
+    int i;
+    for (i = 0; i < bytes; i++) b[i] = (unsigned char)(v >> (8 * i));
+    return kosmos2__fw(fp, b, (size_t)bytes);
+}
+static int kosmos2__fw_str(FILE *fp, const char *s, size_t n) { return kosmos2__fw_u(fp, n, 8) | kosmos2__fw(fp, s, n); }
+
+int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char *type, kosmos2_progress_callback progress, void *user_data) {
+    kosmos2__dtype want, *chosen = NULL;
+    FILE *fp = NULL;
+    uint64_t off = 0, *offs = NULL;
+    float *row = NULL;
+    unsigned char *qrow = NULL;
+    int i, d, rc = 0;
+    long pos;
+    if (!m || !path || !type) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_model_save_gguf: NULL argument");
+    if (!strcmp(type, "f32")) want = KOSMOS2__F32;
+    else if (!strcmp(type, "f16")) want = KOSMOS2__F16;
+    else if (!strcmp(type, "bf16")) want = KOSMOS2__BF16;
+    else if (!strcmp(type, "q8_0")) want = KOSMOS2__Q8_0;
+    else if (!strcmp(type, "q4_0")) want = KOSMOS2__Q4_0;
+    else return kosmos2__fail(KOSMOS2_E_INVALID, "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0)", type);
+    chosen = (kosmos2__dtype *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *chosen);
+    offs = (uint64_t *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *offs);
+    if (!chosen || !offs) { rc = KOSMOS2_E_NOMEM; goto end; }
+    fp = fopen(path, "wb");
+    if (!fp) { rc = kosmos2__fail(KOSMOS2_E_IO, "%s: cannot create: %s", path, strerror(errno)); goto end; }
+    /* header and metadata */
+    rc |= kosmos2__fw(fp, "GGUF", 4) | kosmos2__fw_u(fp, 3, 4) | kosmos2__fw_u(fp, (uint64_t)m->n_tensors, 8) | kosmos2__fw_u(fp, 5, 8);
+    rc |= kosmos2__fw_str(fp, "general.architecture", 20) | kosmos2__fw_u(fp, KOSMOS2__GT_STR, 4) | kosmos2__fw_str(fp, "kosmos2", 7);
+    rc |= kosmos2__fw_str(fp, "general.alignment", 17) | kosmos2__fw_u(fp, KOSMOS2__GT_U32, 4) | kosmos2__fw_u(fp, KOSMOS2__GGUF_ALIGN, 4);
+    rc |= kosmos2__fw_str(fp, "kosmos2.config_json", 19) | kosmos2__fw_u(fp, KOSMOS2__GT_STR, 4) | kosmos2__fw_str(fp, m->config_json, strlen(m->config_json));
+    rc |= kosmos2__fw_str(fp, "kosmos2.preprocessor_config_json", 32) | kosmos2__fw_u(fp, KOSMOS2__GT_STR, 4) | kosmos2__fw_str(fp, m->preproc_json, strlen(m->preproc_json));
+    rc |= kosmos2__fw_str(fp, "tokenizer.sentencepiece_model", 29) | kosmos2__fw_u(fp, KOSMOS2__GT_ARR, 4) | kosmos2__fw_u(fp, KOSMOS2__GT_U8, 4) | kosmos2__fw_u(fp, m->spm_size, 8) | kosmos2__fw(fp, m->spm, m->spm_size);
+    /* tensor infos */
+    for (i = 0; i < m->n_tensors; i++) {
+        const kosmos2__tensor *t = &m->tensors[i];
+        int64_t rows = 1;
+        chosen[i] = kosmos2__quant_choice(t, want);
+        for (d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
+        offs[i] = off;
+        off += ((uint64_t)(rows * kosmos2__row_bytes(chosen[i], t->shape[t->ndim - 1])) + KOSMOS2__GGUF_ALIGN - 1) / KOSMOS2__GGUF_ALIGN * KOSMOS2__GGUF_ALIGN;
+        rc |= kosmos2__fw_str(fp, t->name, strlen(t->name)) | kosmos2__fw_u(fp, (uint64_t)t->ndim, 4);
+        for (d = t->ndim - 1; d >= 0; d--) rc |= kosmos2__fw_u(fp, (uint64_t)t->shape[d], 8);
+        rc |= kosmos2__fw_u(fp, kosmos2__ggml_type_of(chosen[i]), 4) | kosmos2__fw_u(fp, offs[i], 8);
+    }
+    pos = ftell(fp);
+    while (rc == 0 && pos % KOSMOS2__GGUF_ALIGN) { rc |= kosmos2__fw(fp, "", 1); pos++; }
+    if (rc) { rc = kosmos2__fail(KOSMOS2_E_IO, "%s: write error: %s", path, strerror(errno)); goto end; }
+    /* data: row by row, converted from the stored type */
+    for (i = 0; i < m->n_tensors; i++) {
+        const kosmos2__tensor *t = &m->tensors[i];
+        kosmos2__mat src;
+        int64_t rows = 1, cols = t->shape[t->ndim - 1], r2, k, rb = kosmos2__row_bytes(chosen[i], cols);
+        for (d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
+        src.data = t->data; src.dtype = kosmos2__dtype_of(t); src.rows = rows; src.cols = cols;
+        KOSMOS2_FREE(row); KOSMOS2_FREE(qrow);
+        row = (float *)kosmos2__alloc((size_t)cols * sizeof(float));
+        qrow = (unsigned char *)kosmos2__alloc((size_t)rb);
+        if (!row || !qrow) { rc = KOSMOS2_E_NOMEM; goto end; }
+        for (r2 = 0; r2 < rows && rc == 0; r2++) {
+            kosmos2__mat_row_f32(&src, r2, row);
+            switch (chosen[i]) {
+            case KOSMOS2__F32: memcpy(qrow, row, (size_t)rb); break;
+            case KOSMOS2__F16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
+            case KOSMOS2__BF16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_bf16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
+            case KOSMOS2__Q8_0: kosmos2__quantize_row_q8_0(row, qrow, cols); break;
+            case KOSMOS2__Q4_0: kosmos2__quantize_row_q4_0(row, qrow, cols); break;
+            }
+            rc |= kosmos2__fw(fp, qrow, (size_t)rb);
+        }
+        pos = ftell(fp);
+        while (rc == 0 && pos % KOSMOS2__GGUF_ALIGN) { rc |= kosmos2__fw(fp, "", 1); pos++; }
+        if (rc) { rc = kosmos2__fail(KOSMOS2_E_IO, "%s: write error: %s", path, strerror(errno)); goto end; }
+        if (progress && progress(t->name, kosmos2__dtype_name(chosen[i]), i + 1, m->n_tensors, user_data)) { rc = kosmos2__fail(KOSMOS2_E_ABORTED, "quantization aborted"); goto end; }
+    }
+    if (fclose(fp) != 0) { fp = NULL; rc = kosmos2__fail(KOSMOS2_E_IO, "%s: write error", path); goto end; }
+    fp = NULL;
+end:
+    if (fp) fclose(fp);
+    if (rc) remove(path);
+    KOSMOS2_FREE(chosen); KOSMOS2_FREE(offs); KOSMOS2_FREE(row); KOSMOS2_FREE(qrow);
+    return rc;
+}
+
 /* ---- the checkpoint directory ----------------------------------------------------------- */
 static int kosmos2__path(char *buf, size_t cap, const char *dir, const char *file) {
     if ((size_t)snprintf(buf, cap, "%s/%s", dir, file) >= cap) return kosmos2__fail(KOSMOS2_E_INVALID, "path too long: %s/%s", dir, file);
@@ -1260,58 +1553,126 @@ void kosmos2_model_free(kosmos2_model *m) {
     for (i = 0; i < m->n_files; i++) kosmos2__file_close(&m->files[i]);
     KOSMOS2_FREE(m->vl);
     KOSMOS2_FREE(m->tl);
+    KOSMOS2_FREE(m->config_json);
+    KOSMOS2_FREE(m->preproc_json);
+    KOSMOS2_FREE(m->spm);
     if (m->tok) kosmos2_tokenizer_free(m->tok);
     KOSMOS2_FREE(m);
 }
 
-int kosmos2_model_load(const char *dir, const kosmos2_model_params *params, kosmos2_model **out) {
+/* A NUL-terminated copy of n bytes. */
+static char *kosmos2__strndup(const char *s, size_t n) {
+    char *p = (char *)kosmos2__alloc(n + 1);
+    if (p) { memcpy(p, s, n); p[n] = 0; }
+    return p;
+}
+
+/* Read a whole (small) file into a NUL-terminated buffer; *out NULL when the file is absent and
+ * `optional`. */
+static int kosmos2__read_text(const char *path, int optional, char **out, size_t *size) {
+    kosmos2__file f;
+    int rc;
+    *out = NULL;
+    if (optional && !kosmos2__file_exists(path)) return 0;
+    if ((rc = kosmos2__file_open(path, 0, &f)) != 0) return rc;
+    if (f.size > ((size_t)64 << 20)) { kosmos2__file_close(&f); return kosmos2__fail(KOSMOS2_E_LIMIT, "%s: larger than 64 MiB", path); }
+    *out = kosmos2__strndup((const char *)f.data, f.size);
+    if (size) *size = f.size;
+    kosmos2__file_close(&f);
+    return *out ? 0 : KOSMOS2_E_NOMEM;
+}
+
+/* config.json text, preprocessor_config.json text ("" = absent) and the SentencePiece model bytes
+ * -> m->cfg, m->pp, m->tok. `where` names the source in error messages. */
+static int kosmos2__setup_from_texts(kosmos2_model *m, const char *where) {
+    kosmos2__json js;
+    int rc;
+    if ((rc = kosmos2__json_parse(m->config_json, strlen(m->config_json), &js)) != 0) return kosmos2__wrap(rc, "%sconfig.json: ", where);
+    rc = kosmos2__config_from_json(&js, &m->cfg);
+    kosmos2__json_free(&js);
+    if (rc) return kosmos2__wrap(rc, "%sconfig.json: ", where);
+    m->pp = kosmos2_preprocess_default_config();
+    m->pp.width = m->pp.height = m->cfg.image_size;
+    if (m->preproc_json[0]) {
+        if ((rc = kosmos2__json_parse(m->preproc_json, strlen(m->preproc_json), &js)) != 0) return kosmos2__wrap(rc, "%spreprocessor_config.json: ", where);
+        rc = kosmos2__preprocess_from_json(&js, &m->pp);
+        kosmos2__json_free(&js);
+        if (rc) return kosmos2__wrap(rc, "%spreprocessor_config.json: ", where);
+        if (m->pp.width != m->cfg.image_size || m->pp.height != m->cfg.image_size)
+            return kosmos2__fail(KOSMOS2_E_FORMAT, "%spreprocessor_config.json: images are resized to %dx%d but the vision tower takes %dx%d", where,
+                                 m->pp.width, m->pp.height, m->cfg.image_size, m->cfg.image_size);
+    }
+    if ((rc = kosmos2_tokenizer_load_memory(m->spm, m->spm_size, &m->tok)) != 0) return kosmos2__wrap(rc, "%ssentencepiece.bpe.model: ", where);
+    if (kosmos2_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "%ssentencepiece.bpe.model: the tokenizer has %d ids but the model's vocab_size is %d", where,
+                             kosmos2_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+    return 0;
+}
+
+/* A Hugging Face checkpoint directory. */
+static int kosmos2__load_dir(kosmos2_model *m, const char *dir, int use_mmap) {
+    char path[4096], where[4200];
+    int rc;
+    snprintf(where, sizeof where, "%s/", dir);
+    if ((rc = kosmos2__path(path, sizeof path, dir, "config.json")) != 0) return rc;
+    if (!kosmos2__file_exists(path)) return kosmos2__fail(KOSMOS2_E_IO, "%s: not found (is '%s' a Kosmos-2 checkpoint directory?)", path, dir);
+    if ((rc = kosmos2__read_text(path, 0, &m->config_json, NULL)) != 0) return rc;
+    if ((rc = kosmos2__path(path, sizeof path, dir, "preprocessor_config.json")) != 0) return rc;
+    if ((rc = kosmos2__read_text(path, 1, &m->preproc_json, NULL)) != 0) return rc;
+    if (!m->preproc_json && !(m->preproc_json = kosmos2__strdup(""))) return KOSMOS2_E_NOMEM;
+    if ((rc = kosmos2__path(path, sizeof path, dir, "sentencepiece.bpe.model")) != 0) return rc;
+    if ((rc = kosmos2__read_text(path, 0, (char **)&m->spm, &m->spm_size)) != 0) return rc;
+    if ((rc = kosmos2__setup_from_texts(m, where)) != 0) return rc;
+    if ((rc = kosmos2__open_weights(m, dir, use_mmap)) != 0) return rc;
+    if ((rc = kosmos2__bind_weights(m)) != 0) return kosmos2__wrap(rc, "%s: ", dir);
+    return 0;
+}
+
+/* One GGUF file written by kosmos2_model_save_gguf. */
+static int kosmos2__load_gguf(kosmos2_model *m, const char *path, int use_mmap) {
+    kosmos2__gguf_meta meta;
+    char where[4200];
+    int rc;
+    snprintf(where, sizeof where, "%s: ", path);
+    if ((rc = kosmos2__file_open(path, use_mmap, &m->files[0])) != 0) return rc;
+    m->n_files = 1;
+    if ((rc = kosmos2__gguf_parse(path, &m->files[0], &m->tensors, &m->n_tensors, &meta)) != 0) return rc;
+    m->config_json = kosmos2__strndup(meta.config_json, meta.config_len);
+    m->preproc_json = kosmos2__strndup(meta.preproc_json ? meta.preproc_json : "", meta.preproc_len);
+    m->spm = (unsigned char *)kosmos2__strndup(meta.spm, meta.spm_len);
+    m->spm_size = meta.spm_len;
+    if (!m->config_json || !m->preproc_json || !m->spm) return KOSMOS2_E_NOMEM;
+    if ((rc = kosmos2__setup_from_texts(m, where)) != 0) return rc;
+    if ((rc = kosmos2__bind_weights(m)) != 0) return kosmos2__wrap(rc, "%s", where);
+    return 0;
+}
+
+static int kosmos2__is_dir(const char *path) {
+#ifdef KOSMOS2__HAVE_MMAP
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+#else
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", path);
+    return kosmos2__file_exists(p);
+#endif
+}
+
+int kosmos2_model_load(const char *path, const kosmos2_model_params *params, kosmos2_model **out) {
     kosmos2_model_params mp = params ? *params : kosmos2_model_default_params();
     kosmos2_model *m;
-    kosmos2__json js;
-    char path[4096];
     int rc;
     if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_model_load: out is NULL");
     *out = NULL;
-    if (!dir || !*dir) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_model_load: no model directory given");
+    if (!path || !*path) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_model_load: no model path given");
     m = (kosmos2_model *)kosmos2__calloc(1, sizeof *m);
     if (!m) return KOSMOS2_E_NOMEM;
     m->n_threads = mp.n_threads;
-    /* config.json */
-    if ((rc = kosmos2__path(path, sizeof path, dir, "config.json")) != 0) goto fail;
-    if (!kosmos2__file_exists(path)) { rc = kosmos2__fail(KOSMOS2_E_IO, "%s: not found (is '%s' a Kosmos-2 checkpoint directory?)", path, dir); goto fail; }
-    if ((rc = kosmos2__json_load(path, &js)) != 0) goto fail;
-    rc = kosmos2__config_from_json(&js, &m->cfg);
-    kosmos2__json_free(&js);
-    if (rc) { kosmos2__wrap(rc, "%s: ", path); goto fail; }
-    /* preprocessor_config.json (optional: CLIP defaults at the model's image size) */
-    m->pp = kosmos2_preprocess_default_config();
-    m->pp.width = m->pp.height = m->cfg.image_size;
-    if ((rc = kosmos2__path(path, sizeof path, dir, "preprocessor_config.json")) != 0) goto fail;
-    if (kosmos2__file_exists(path)) {
-        if ((rc = kosmos2__json_load(path, &js)) != 0) goto fail;
-        rc = kosmos2__preprocess_from_json(&js, &m->pp);
-        kosmos2__json_free(&js);
-        if (rc) { kosmos2__wrap(rc, "%s: ", path); goto fail; }
-        if (m->pp.width != m->cfg.image_size || m->pp.height != m->cfg.image_size) {
-            rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: images are resized to %dx%d but the vision tower takes %dx%d", path, m->pp.width, m->pp.height, m->cfg.image_size, m->cfg.image_size);
-            goto fail;
-        }
-    }
-    /* tokenizer */
-    if ((rc = kosmos2__path(path, sizeof path, dir, "sentencepiece.bpe.model")) != 0) goto fail;
-    if ((rc = kosmos2_tokenizer_load_file(path, &m->tok)) != 0) goto fail;
-    if (kosmos2_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
-        rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: the tokenizer has %d ids but the model's vocab_size is %d", path, kosmos2_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
-        goto fail;
-    }
-    /* weights */
-    if ((rc = kosmos2__open_weights(m, dir, mp.use_mmap)) != 0) goto fail;
-    if ((rc = kosmos2__bind_weights(m)) != 0) { kosmos2__wrap(rc, "%s: ", dir); goto fail; }
+    if (!kosmos2__is_dir(path) && kosmos2__file_exists(path)) rc = kosmos2__load_gguf(m, path, mp.use_mmap);
+    else rc = kosmos2__load_dir(m, path, mp.use_mmap);
+    if (rc) { kosmos2_model_free(m); return rc; }
     *out = m;
     return 0;
-fail:
-    kosmos2_model_free(m);
-    return rc;
 }
 
 const kosmos2_config *kosmos2_model_config(const kosmos2_model *m) { return m ? &m->cfg : NULL; }

@@ -361,6 +361,126 @@ static void test_loader_no_mmap(void) {
     kosmos2_model_free(b);
 }
 
+/* Prompt logits of tests/fixtures/tiny_f32 case0 with the model at `path`; [V] malloc'd. */
+static float *test_case0_logits(const char *path) {
+    kosmos2_model *m = NULL;
+    kosmos2_context *ctx = NULL;
+    float *px, *logits = NULL;
+    size_t n;
+    int shape[8], nd;
+    kosmos2__json js;
+    int32_t ids[128];
+    uint8_t mask[128];
+    int i, np = 0;
+    if (kosmos2_model_load(path, NULL, &m)) return NULL;
+    px = test_load_npy("tests/fixtures/tiny_f32/ref/case0/pixel_values.npy", &n, shape, &nd);
+    if (!kosmos2__json_load("tests/fixtures/tiny_f32/ref/case0/case.json", &js)) {
+        const kosmos2__json *a = kosmos2__json_get(&js, "prompt_ids"), *b = kosmos2__json_get(&js, "image_mask");
+        for (i = 0; a && b && i < (int)a->len && i < 128; i++) { ids[i] = (int32_t)a->items[i].num; mask[i] = (uint8_t)b->items[i].num; np++; }
+        kosmos2__json_free(&js);
+    }
+    logits = (float *)malloc((size_t)kosmos2_model_config(m)->vocab_size * 4);
+    if (!px || np == 0 || kosmos2_context_new(m, NULL, &ctx) || kosmos2_encode_image(ctx, px, NULL, NULL) ||
+        kosmos2_decode(ctx, ids, np, mask, logits)) { free(logits); logits = NULL; }
+    free(px);
+    kosmos2_context_free(ctx);
+    kosmos2_model_free(m);
+    return logits;
+}
+
+static int test_progress_count(const char *t, const char *type, int done, int total, void *ud) {
+    (void)t; (void)type; (void)total;
+    *(int *)ud = done;
+    return 0;
+}
+
+/* GGUF: save -> load gives the same model (f32: bit-identical logits; f16/q: close), and the
+ * single file holds config, tokenizer and preprocessing. */
+static void test_gguf_roundtrip(void) {
+    static const char *types[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+    float *ref = test_case0_logits("tests/fixtures/tiny_f32"), *got;
+    kosmos2_model *m = NULL, *g = NULL;
+    int i, V = 0, calls = 0;
+    char path[256];
+    mkdir("build", 0755); mkdir("build/tmp", 0755);
+    CHECK(ref != NULL, "reference logits");
+    CHECK_OK(kosmos2_model_load("tests/fixtures/tiny_f32", NULL, &m));
+    if (!m || !ref) { kosmos2_model_free(m); free(ref); return; }
+    V = kosmos2_model_config(m)->vocab_size;
+    for (i = 0; i < 5; i++) {
+        double e;
+        snprintf(path, sizeof path, "build/tmp/tiny_%s.gguf", types[i]);
+        CHECK_OK(kosmos2_model_save_gguf(m, path, types[i], test_progress_count, &calls));
+        CHECK(calls == kosmos2_model_n_tensors(m), "progress called for every tensor (%d)", calls);
+        got = test_case0_logits(path);
+        CHECK(got != NULL, "%s: %s", path, kosmos2_last_error());
+        if (!got) continue;
+        e = test_max_rel_err(got, ref, (size_t)V);
+        printf("    gguf %-5s prompt logits max rel err vs safetensors f32: %.2e\n", types[i], e);
+        if (i == 0) CHECK(memcmp(got, ref, (size_t)V * 4) == 0, "f32 GGUF logits are bit-identical");
+        else CHECK(e < (i == 2 ? 3e-2 : 1e-2), "%s: max rel err %.3e", types[i], e);
+        free(got);
+    }
+    CHECK_OK(kosmos2_model_load("build/tmp/tiny_f32.gguf", NULL, &g));
+    if (g) {
+        CHECK(kosmos2_model_config(g)->text_hidden == 36 && kosmos2_model_preprocess_config(g)->width == 42, "config from the GGUF file");
+        CHECK(kosmos2_tokenizer_vocab_size(kosmos2_model_tokenizer(g)) == kosmos2_tokenizer_vocab_size(kosmos2_model_tokenizer(m)), "tokenizer from the GGUF file");
+    }
+    CHECK(kosmos2_model_save_gguf(m, "build/tmp/x.gguf", "q5_k", NULL, NULL) == KOSMOS2_E_INVALID, "unknown type refused");
+    CHECK(kosmos2_model_save_gguf(m, "build/no-such-dir/x.gguf", "f16", NULL, NULL) == KOSMOS2_E_IO, "unwritable path: %s", kosmos2_last_error());
+    kosmos2_model_free(g);
+    kosmos2_model_free(m);
+    free(ref);
+}
+
+/* Hostile GGUF files: truncated anywhere, bad counts, alignment, offsets, types. */
+static void test_gguf_hostile(void) {
+    size_t sz, k;
+    unsigned char *orig = test_read_file("build/tmp/tiny_q8_0.gguf", &sz), *b;
+    int fails = 0, cases = 0;
+    CHECK(orig != NULL, "run test_gguf_roundtrip first");
+    if (!orig) return;
+    b = (unsigned char *)malloc(sz);
+    for (k = 0; k < 300; k++) { /* truncations */
+        size_t cut = k < 100 ? k : (k - 100) * (sz / 200);
+        FILE *f = fopen("build/tmp/bad.gguf", "wb");
+        kosmos2_model *m = (kosmos2_model *)1;
+        fwrite(orig, 1, cut, f);
+        fclose(f);
+        cases++;
+        fails += kosmos2_model_load("build/tmp/bad.gguf", NULL, &m) < 0 && m == NULL;
+    }
+    for (k = 0; k < 200; k++) { /* bytes flipped in the header and tensor infos */
+        FILE *f;
+        kosmos2_model *m = NULL;
+        size_t at = 4 + (k * 7919) % (sz < 60000 ? sz - 4 : 60000);
+        memcpy(b, orig, sz);
+        b[at] ^= (unsigned char)(1 + k % 255);
+        f = fopen("build/tmp/bad.gguf", "wb");
+        fwrite(b, 1, sz, f);
+        fclose(f);
+        if (kosmos2_model_load("build/tmp/bad.gguf", NULL, &m) == 0) kosmos2_model_free(m); /* may still be valid: no crash is the test */
+    }
+    {   /* absurd counts, a huge tensor offset */
+        FILE *f;
+        kosmos2_model *m = (kosmos2_model *)1;
+        int rc;
+        memcpy(b, orig, sz);
+        memset(b + 8, 0xff, 8); /* n_tensors = 2^64-1 */
+        f = fopen("build/tmp/bad.gguf", "wb"); fwrite(b, 1, sz, f); fclose(f);
+        rc = kosmos2_model_load("build/tmp/bad.gguf", NULL, &m);
+        CHECK(rc == KOSMOS2_E_FORMAT && strstr(kosmos2_last_error(), "absurd counts"), "huge tensor count: %s", kosmos2_last_error());
+        memcpy(b, orig, sz);
+        b[4] = 7; /* version 7 */
+        f = fopen("build/tmp/bad.gguf", "wb"); fwrite(b, 1, sz, f); fclose(f);
+        rc = kosmos2_model_load("build/tmp/bad.gguf", NULL, &m);
+        CHECK(rc == KOSMOS2_E_UNSUPPORTED && strstr(kosmos2_last_error(), "version 7"), "version: %s", kosmos2_last_error());
+    }
+    CHECK(fails == cases, "%d of %d truncated GGUF files failed cleanly", fails, cases);
+    free(b);
+    free(orig);
+}
+
 static void tests_loader(void) {
     RUN(test_json_parser);
     RUN(test_loader_checksums);
@@ -368,4 +488,6 @@ static void tests_loader(void) {
     RUN(test_loader_bad_safetensors);
     RUN(test_loader_shards);
     RUN(test_loader_no_mmap);
+    RUN(test_gguf_roundtrip);
+    RUN(test_gguf_hostile);
 }
