@@ -1725,39 +1725,80 @@ static void kosmos2__activate(float *x, int64_t n, const char *act) {
     }
 }
 
+/* Softmax of row p [n] in place: exp(x - max) / sum, sums in double. */
+static void kosmos2__softmax_row(float *p, int64_t n) {
+    float maxv = -FLT_MAX;
+    double sum = 0;
+    int64_t s;
+    for (s = 0; s < n; s++) if (p[s] > maxv) maxv = p[s];
+    for (s = 0; s < n; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+    for (s = 0; s < n; s++) p[s] = (float)(p[s] / sum);
+}
+
 /* Multi-head attention for T queries over S keys, heads concatenated head-major.
  *   q [T, q_stride] (already scaled), k/v [S, kv_stride], out [T, H*hd].
  *   Query t may see keys 0 .. (causal ? causal_base + t : S-1).
- * Each (head, query) row is one thread's work: results do not depend on the thread count. */
-static void kosmos2__attention(float *out, const float *q, int64_t q_stride, const float *k, const float *v, int64_t kv_stride,
-                               int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base, int n_threads) {
+ * Many queries (vision, resampler, prefill): per head, scores = Q K^T and out = P V are matrix
+ * products through the kernels. Few queries (decode): one parallel loop over (head, query).
+ * Either way each output is one thread's fixed-order sum: no dependence on the thread count. */
+static int kosmos2__attention(float *out, const float *q, int64_t q_stride, const float *k, const float *v, int64_t kv_stride,
+                              int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base, int n_threads) {
     int64_t job, n_jobs = T * H;
-    (void)n_threads;
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (job = 0; job < n_jobs; job++) {
-        int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
-        const float *qr = q + t * q_stride + h * hd;
-        float *o = out + t * (int64_t)H * hd + h * hd, *p, maxv = -FLT_MAX;
-        double sum = 0;
-        if (n_keys > S) n_keys = S;
-        p = (float *)KOSMOS2_MALLOC((size_t)(n_keys > 0 ? n_keys : 1) * sizeof(float)); /* scores [n_keys] */
-        if (!p) { for (d = 0; d < hd; d++) o[d] = NAN; continue; }
-        for (s = 0; s < n_keys; s++) {
-            const float *kr = k + s * kv_stride + h * hd;
-            float acc = 0;
-            for (d = 0; d < hd; d++) acc += qr[d] * kr[d];
-            p[s] = acc;
-            if (acc > maxv) maxv = acc;
+    if (T >= 8) {
+        float *qh, *kh, *vt, *p, *oh;  /* [T, hd], [S, hd], [hd, S], [T, S], [T, hd] */
+        kosmos2__mat km, vm;
+        int h;
+        int64_t t, s, d;
+        qh = (float *)kosmos2__alloc((size_t)(T * hd * 2 + S * hd * 2 + T * S) * sizeof(float));
+        if (!qh) return KOSMOS2_E_NOMEM;
+        oh = qh + T * hd; kh = oh + T * hd; vt = kh + S * hd; p = vt + S * hd;
+        km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S; km.cols = hd;
+        vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S;
+        for (h = 0; h < H; h++) {
+            for (t = 0; t < T; t++) memcpy(qh + t * hd, q + t * q_stride + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            for (s = 0; s < S; s++) {
+                memcpy(kh + s * hd, k + s * kv_stride + (int64_t)h * hd, (size_t)hd * sizeof(float));
+                for (d = 0; d < hd; d++) vt[d * S + s] = v[s * kv_stride + (int64_t)h * hd + d];
+            }
+            kosmos2__matmul(p, qh, T, &km, NULL, n_threads);
+            for (t = 0; t < T; t++) {
+                int64_t n_keys = causal ? causal_base + t + 1 : S;
+                if (n_keys > S) n_keys = S;
+                kosmos2__softmax_row(p + t * S, n_keys);
+                for (s = n_keys; s < S; s++) p[t * S + s] = 0.0f;
+            }
+            kosmos2__matmul(oh, p, T, &vm, NULL, n_threads);
+            for (t = 0; t < T; t++) memcpy(out + t * (int64_t)H * hd + (int64_t)h * hd, oh + t * hd, (size_t)hd * sizeof(float));
         }
-        for (s = 0; s < n_keys; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
-        for (d = 0; d < hd; d++) o[d] = 0;
-        for (s = 0; s < n_keys; s++) {
-            const float *vr = v + s * kv_stride + h * hd;
-            float w = (float)(p[s] / sum);
-            for (d = 0; d < hd; d++) o[d] += w * vr[d];
-        }
-        KOSMOS2_FREE(p);
+        KOSMOS2_FREE(qh);
+        return 0;
     }
+    {
+        float *scores = (float *)kosmos2__alloc((size_t)(n_jobs * S) * sizeof(float)); /* [T*H, S] */
+        if (!scores) return KOSMOS2_E_NOMEM;
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_jobs * S * hd > 32768)
+        for (job = 0; job < n_jobs; job++) {
+            int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
+            const float *qr = q + t * q_stride + h * hd;
+            float *o = out + t * (int64_t)H * hd + h * hd, *p = scores + job * S;
+            if (n_keys > S) n_keys = S;
+            for (s = 0; s < n_keys; s++) {
+                const float *kr = k + s * kv_stride + h * hd;
+                float acc = 0;
+                for (d = 0; d < hd; d++) acc += qr[d] * kr[d];
+                p[s] = acc;
+            }
+            kosmos2__softmax_row(p, n_keys);
+            for (d = 0; d < hd; d++) o[d] = 0;
+            for (s = 0; s < n_keys; s++) {
+                const float *vr = v + s * kv_stride + h * hd;
+                float w = p[s];
+                for (d = 0; d < hd; d++) o[d] += w * vr[d];
+            }
+        }
+        KOSMOS2_FREE(scores);
+    }
+    return 0;
 }
 
 static void kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos2__linear *l, int n_threads) {
@@ -1878,10 +1919,11 @@ void kosmos2_context_free(kosmos2_context *c) {
  *  [7] VISION ENCODER: CLIP ViT (patch conv, class token, learned positions, pre-LN layers)
  * ============================================================================================ */
 /* One pre-LN encoder layer on h [N, Dv]; scratch: a [N, Dv], q/k/v/ctx [N, Dv] each, f [N, Fv]. */
-static void kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vision_layer *L, float *h, int64_t N, float *a,
-                                      float *q, float *k, float *v, float *ctx, float *f, int nt) {
+static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vision_layer *L, float *h, int64_t N, float *a,
+                                     float *q, float *k, float *v, float *ctx, float *f, int nt) {
     const kosmos2_config *c = &m->cfg;
     int64_t Dv = c->vision_hidden, i;
+    int rc;
     int hd = c->vision_hidden / c->vision_heads;
     float scale = (float)pow((double)hd, -0.5);
     memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
@@ -1890,7 +1932,7 @@ static void kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vis
     kosmos2__linear_fwd(k, a, N, &L->k, nt);
     kosmos2__linear_fwd(v, a, N, &L->v, nt);
     for (i = 0; i < N * Dv; i++) q[i] *= scale;
-    kosmos2__attention(ctx, q, Dv, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt);
+    if ((rc = kosmos2__attention(ctx, q, Dv, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
     kosmos2__linear_fwd(a, ctx, N, &L->o, nt);
     for (i = 0; i < N * Dv; i++) h[i] += a[i];
     memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
@@ -1899,6 +1941,7 @@ static void kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vis
     kosmos2__activate(f, N * c->vision_intermediate, c->vision_act);
     kosmos2__linear_fwd(a, f, N, &L->fc2, nt);
     for (i = 0; i < N * Dv; i++) h[i] += a[i];
+    return 0;
 }
 
 /* pixels [C, S, S] -> h [N = (S/P)^2 + 1, Dv], the encoder's last_hidden_state (before post-LN). */
@@ -1907,6 +1950,7 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
     int64_t S = c->image_size, P = c->patch_size, side = S / P, Np = side * side, N = Np + 1, Dv = c->vision_hidden;
     int64_t CPP = (int64_t)c->num_channels * P * P, Fv = c->vision_intermediate, i, l;
     float *buf, *patches, *a, *q, *k, *v, *ctx, *f;
+    int rc = 0;
     size_t need = (size_t)(Np * CPP + 5 * N * Dv + N * Fv);
     buf = (float *)kosmos2__alloc(need * sizeof(float));
     if (!buf) return KOSMOS2_E_NOMEM;
@@ -1926,9 +1970,9 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
     kosmos2__matmul(h + Dv, patches, Np, &m->patch_w, NULL, nt);
     for (i = 0; i < N * Dv; i++) h[i] += m->pos_emb[i];
     kosmos2__layernorm(h, N, Dv, &m->pre_ln, c->vision_eps);
-    for (l = 0; l < c->vision_layers; l++) kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
+    for (l = 0; l < c->vision_layers && rc == 0; l++) rc = kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
     KOSMOS2_FREE(buf);
-    return 0;
+    return rc;
 }
 
 /* ============================================================================================
@@ -1941,6 +1985,7 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
     int64_t Dv = c->vision_hidden, D = c->text_hidden, Q = c->latent_query_num, i, j;
     int hd = c->text_hidden / c->text_heads;
     float scale = (float)pow((double)hd, -0.5), *buf, *x, *kv, *q, *k, *v, *ctx;
+    int rc;
     buf = (float *)kosmos2__alloc((size_t)(N * Dv + (N + Q) * D * 3 + Q * D * 2) * sizeof(float));
     if (!buf) return KOSMOS2_E_NOMEM;
     x = buf;                 /* [N, Dv]   post-LN, L2-normalised features */
@@ -1965,10 +2010,10 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
     for (i = 0; i < Q * D; i++) q[i] *= scale;
     kosmos2__linear_fwd(k, kv, N + Q, &m->xk, nt);
     kosmos2__linear_fwd(v, kv, N + Q, &m->xv, nt);
-    kosmos2__attention(ctx, q, D, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt);
-    kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
+    rc = kosmos2__attention(ctx, q, D, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt);
+    if (rc == 0) kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
     KOSMOS2_FREE(buf);
-    return 0;
+    return rc;
 }
 
 int kosmos2_encode_image(kosmos2_context *ctx, const float *pixels, float *vision_hidden, float *image_embeds) {
@@ -2028,7 +2073,7 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     const kosmos2_model *m = ctx->m;
     const kosmos2_config *c = &m->cfg;
     int64_t D = c->text_hidden, F = c->ffn_dim, V = c->vocab_size, t, i, n_img = 0;
-    int hd = c->text_hidden / c->text_heads, l, rc, nt = ctx->n_threads, p0 = kv->n;
+    int hd = c->text_hidden / c->text_heads, l, rc, nt = ctx->n_threads, p0 = kv->n, nonpad0 = kv->n_nonpad;
     float scale = (float)pow((double)hd, -0.5);
     float emb_scale = c->scale_embedding ? (float)sqrt((double)D) : 1.0f;
     float *buf, *h, *a, *q, *ctxv, *f;
@@ -2064,7 +2109,12 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
         for (i = 0; i < T * D; i++) q[i] *= scale;
         kosmos2__linear_fwd(kc, a, T, &L->k, nt);
         kosmos2__linear_fwd(vc, a, T, &L->v, nt);
-        kosmos2__attention(ctxv, q, D, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt);
+        if ((rc = kosmos2__attention(ctxv, q, D, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) {
+            kv->n = p0; /* the cache rows of this call are not valid */
+            kv->n_nonpad = nonpad0;
+            KOSMOS2_FREE(buf);
+            return rc;
+        }
         kosmos2__layernorm(ctxv, T, D, &L->inner_ln, c->text_eps);
         kosmos2__linear_fwd(a, ctxv, T, &L->o, nt);
         for (i = 0; i < T * D; i++) h[i] += a[i];

@@ -11,6 +11,8 @@
 #include "test_loader.c"
 #include "test_model.c"
 #include "test_grounding.c"
+#include "test_hostile.c"
+#include "test_cli.c"
 
 int main(int argc, char **argv) {
     if (argc > 1) test__filter = argv[1];
@@ -21,6 +23,8 @@ int main(int argc, char **argv) {
     tests_loader();
     tests_model();
     tests_grounding();
+    tests_hostile();
+    tests_cli();
     printf("%d passed, %d failed\n", test__passed, test__failed);
     return test__failed ? 1 : 0;
 }

@@ -1,0 +1,2 @@
+/* tests for the cli. */
+static void tests_cli(void) {}

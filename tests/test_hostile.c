@@ -1,0 +1,2 @@
+/* tests for the hostile. */
+static void tests_hostile(void) {}
