@@ -344,6 +344,19 @@ static void test_loader_shards(void) {
     CHECK_LOAD_FAILS(d, KOSMOS2_E_FORMAT, "not a plain file name");
 }
 
+/* float32 weights are used in place from the mapped file: no copies. */
+static void test_loader_zero_copy(void) {
+    kosmos2_model *m = NULL;
+    CHECK_OK(kosmos2_model_load("tests/fixtures/tiny_f32", NULL, &m));
+    if (!m) return;
+    CHECK(m->files[0].mapped, "model.safetensors is memory-mapped");
+    CHECK(m->tl[0].fc1.w.data == (const void *)kosmos2__find(m, "text_model.model.layers.0.ffn.fc1.weight")->data, "matrix used in place");
+    CHECK(m->tl[1].attn_ln.w == (const float *)(const void *)kosmos2__find(m, "text_model.model.layers.1.self_attn_layer_norm.weight")->data, "vector used in place");
+    CHECK(m->lm_head.data == m->embed.data, "lm_head tied to embed_tokens");
+    CHECK(m->n_owned == 0, "%d float32 copies made at load", m->n_owned);
+    kosmos2_model_free(m);
+}
+
 /* The header compiles as C++ too (build/cxx_check.o in `make test`); and mmap vs read agree. */
 static void test_loader_no_mmap(void) {
     kosmos2_model *a = NULL, *b = NULL;
@@ -488,6 +501,7 @@ static void tests_loader(void) {
     RUN(test_loader_bad_safetensors);
     RUN(test_loader_shards);
     RUN(test_loader_no_mmap);
+    RUN(test_loader_zero_copy);
     RUN(test_gguf_roundtrip);
     RUN(test_gguf_hostile);
 }
