@@ -43,7 +43,8 @@ typedef struct kosmos2_grounding {
  * (nothing allocated); NULL only when generated_text is NULL. */
 const char *kosmos2_grounding_raw_caption(const char *generated_text);
 
-/* = processor.post_process_generation(text, cleanup_and_extract=True): caption without any <...>
+/* = processor.post_process_generation(text, cleanup_and_extract=True) on the NUL-terminated UTF-8
+ * `generated_text` (prompt + generation as decoded, or just the generation): caption without any <...>
  * tag and the entities with their spans and boxes, character for character what transformers
  * returns (its regexes are re-implemented by hand, Unicode whitespace and digits as Python 3.11 /
  * Unicode 14.0 sees them; invalid UTF-8 bytes count as one code point each, as Python's
@@ -78,8 +79,9 @@ kosmos2_box kosmos2_box_from_pixels(double x1, double y1, double x2, double y2, 
 
 /* The boxes of one <phrase>...</phrase> of a referring prompt. n_boxes == 0 inserts nothing (the
  * processor's None or []). Either `boxes` (normalised, converted as the processor converts a
- * 4-tuple of floats) or, when `patch_pairs` is not NULL, n_boxes (ul, lr) pairs of patch indices
- * used as they are (the processor's 2-tuples of ints; not range-checked, as in Python). */
+ * 4-tuple of floats; for pixel boxes use kosmos2_box_from_pixels) or, when `patch_pairs` is not
+ * NULL, n_boxes (ul, lr) pairs of patch indices used as they are (the processor's 2-tuples of
+ * ints; not range-checked, as in Python). One phrase cannot mix the two kinds. */
 typedef struct kosmos2_phrase_boxes {
     int n_boxes;
     const kosmos2_box *boxes;    /* [n_boxes] or NULL */
@@ -91,15 +93,17 @@ typedef struct kosmos2_phrase_boxes {
  *   "<object> <patch_index_%04d> <patch_index_%04d> </object>"
  * with " </delimiter_of_multi_objects/> " between several boxes. n_phrases must equal the number of
  * matches (else KOSMOS2_E_INVALID), except that n_phrases == 0 returns the prompt unchanged, as
- * bboxes=None / [] does. The prompt is not stripped and gets no image tags: the tokenizer's prompt
- * function does that. *out_prompt is malloc'd (free with kosmos2_free); NULL on error. */
+ * bboxes=None / [] does. The prompt is not stripped and gets no image tags: kosmos2_prompt_ids
+ * does that afterwards (strip and insertion commute, so the ids are the processor's). Errors as
+ * the processor raises them: a box without x2 > x1 and y2 > y1 (see kosmos2_box_to_patch_indices).
+ * *out_prompt is malloc'd (free with kosmos2_free); NULL on error. */
 int kosmos2_prompt_attach_boxes(const char *prompt, const kosmos2_phrase_boxes *per_phrase, int n_phrases,
                                 char **out_prompt);
 
 /* The markup for one phrase and its boxes: kosmos2_prompt_attach_boxes on the prompt
  * "<phrase>" phrase "</phrase>", i.e. "<phrase>" phrase "</phrase><object> <patch_index_...> ... </object>"
- * (no <object> part when n_boxes == 0). KOSMOS2_E_INVALID when the phrase is empty or holds a newline
- * or "</phrase>" (then the processor would not see one phrase). *out is malloc'd (kosmos2_free). */
+ * (no <object> part when n_boxes == 0). An empty phrase or one with a newline makes no <phrase>
+ * match: KOSMOS2_E_INVALID. *out is malloc'd (free with kosmos2_free). */
 int kosmos2_phrase_markup(const char *phrase, const kosmos2_box *boxes, int n_boxes, char **out);
 
 /* Free memory the library returned (strings from kosmos2_prompt_attach_boxes, ...).

@@ -31,9 +31,15 @@ Files written to tests/fixtures/grounding/ (line-based so the C test reads them 
       pre<TAB><processor.preprocess_examples(prompt, None, bboxes)>     (adds the prompt.strip())
       ids<TAB><processor(text=prompt, bboxes=bboxes)["input_ids"]>       (text only, "<s>" prepended)
       ids_eos<TAB><processor(text=prompt, bboxes=bboxes, add_eos_token=True)["input_ids"]>
+      ids_img<TAB><processor(text=prompt, images=<8x8 black RGB>, bboxes=bboxes)["input_ids"]> (with the
+               <image> tags, placeholder ids 4..67 and the prompt.strip(): what kosmos2_generate feeds)
       end
     The ids come from the slow tokenizer with the real spm model; they are for the end-to-end checks of the
     tokenizer owner / lead (the grounding tests only compare text).
+
+A larger random differential check (not committed; same formats, no ids):
+    $PY scripts/make_grounding_refs.py --random 20000 /tmp/gr/ [SEED]
+    KOSMOS2_GROUNDING_FIXTURES=/tmp/gr/ ./build/test grounding_
 """
 import math
 import os
@@ -41,6 +47,7 @@ import random
 import re
 import sys
 
+from PIL import Image
 from transformers import CLIPImageProcessor, Kosmos2Processor, XLMRobertaTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +55,7 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "grounding")
 SPM = os.path.join(ROOT, "..", "shared", "assets", "sentencepiece.bpe.model")
 
 tok = XLMRobertaTokenizer(SPM)
+DUMMY_IMAGE = Image.new("RGB", (8, 8))  # only for the ids of the image layout (ids_img)
 proc = Kosmos2Processor(CLIPImageProcessor(), tok)
 
 
@@ -160,6 +168,10 @@ CASES = [
     ("joined_escapes", sb(b"\xc3<a>\xa9 <phrase> x\xe2\x82</phrase>") + obj((1, 40)) + sb(b"\xc2<b>\xa0")),
     ("truncated_utf8_end", "caf\u00e9 <phrase> x</phrase>" + obj((1, 40)) + sb(b" \xe6\x97")),
     ("tags_only", "<grounding><phrase></phrase><object></object></image>"),
+    ("ascii_separators_ws", "\x1d\x1e\x1f\x0b\x0c\r text <phrase>\x1f y \x1d</phrase>" + obj((2, 70)) + "\x1f"),
+    ("non_space_lookalikes", "\u180e\ufeff<phrase>\u180e a\ufeff</phrase>" + obj((2, 70)) + "\u180e"),
+    ("invalid_before_phrase", sb(b"\xed\xa0\x80\xed\xbf\xbf \xe0\x80\x80 \xf0\x80\x80\x80 \xc0\xaf \xf4\x90\x80\x80 \xf5<phrase> q</phrase>") + obj((1, 2))),
+    ("math_digits", "<object><patch_index_\U0001D7CE\U0001D7CF><patch_index_\U0001D7FF\U0001FBF9></object>"),
     ("eos_tags", "<grounding> A cat</s><pad><phrase> x</phrase>" + obj((1, 40)) + "</doc>"),
 ]
 
@@ -212,23 +224,27 @@ def fmt_float(x):
     return float(x).hex()
 
 
-with open(os.path.join(OUT, "post_process.txt"), "w", encoding="ascii") as f:
-    f.write("# made by scripts/make_grounding_refs.py (see its docstring); do not edit\n")
-    for name, text in CASES:
-        f.write("case\t%s\t%s\n" % (name, esc(text)))
-        f.write("raw\t%s\n" % esc(proc.post_process_generation(text, cleanup_and_extract=False)))
-        try:
-            caption, ents = proc.post_process_generation(text)
-        except Exception as e:  # ValueError (int digit limit), OverflowError (int too large for float)
-            f.write("error\t%s\n" % type(e).__name__)
-        else:
-            f.write("caption\t%s\n" % esc(caption))
-            for ename, (s, e), boxes in ents:
-                fields = [esc(ename), str(s), str(e), str(len(boxes))]
-                for b in boxes:
-                    fields += [fmt_float(v) for v in b]
-                f.write("entity\t%s\n" % "\t".join(fields))
-        f.write("end\n")
+def write_post_process(path, cases):
+    with open(path, "w", encoding="ascii") as f:
+        f.write("# made by scripts/make_grounding_refs.py (see its docstring); do not edit\n")
+        for name, text in cases:
+            # the C side sees bytes: the string must survive a round trip through them
+            assert text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape") == text, name
+            f.write("case\t%s\t%s\n" % (name, esc(text)))
+            f.write("raw\t%s\n" % esc(proc.post_process_generation(text, cleanup_and_extract=False)))
+            try:
+                caption, ents = proc.post_process_generation(text)
+            except Exception as e:  # ValueError (int digit limit), OverflowError (int too large for float)
+                f.write("error\t%s\n" % type(e).__name__)
+            else:
+                f.write("caption\t%s\n" % esc(caption))
+                for ename, (s, e), boxes in ents:
+                    fields = [esc(ename), str(s), str(e), str(len(boxes))]
+                    for b in boxes:
+                        fields += [fmt_float(v) for v in b]
+                    f.write("entity\t%s\n" % "\t".join(fields))
+            f.write("end\n")
+
 
 # ---------------------------------------------------------------------------------------------------
 # referring (bboxes=) cases
@@ -295,22 +311,78 @@ def group_line(g):
     return "group\tf\t%d%s" % (len(g), "".join("\t" + "\t".join(fmt_float(v) for v in b) for b in g))
 
 
-with open(os.path.join(OUT, "referring.txt"), "w", encoding="ascii") as f:
-    f.write("# made by scripts/make_grounding_refs.py (see its docstring); do not edit\n")
-    for name, prompt, boxes in REF:
-        f.write("case\t%s\t%s\n" % (name, esc(prompt)))
-        f.write("phrases\t%d\n" % (-1 if boxes is None else len(boxes)))
-        for g in boxes or []:
-            f.write(group_line(g) + "\n")
-        try:
-            text = proc._insert_patch_index_tokens(prompt, boxes)
-        except Exception as e:
-            f.write("error\t%s\n" % type(e).__name__)
-        else:
-            f.write("text\t%s\n" % esc(text))
-            f.write("pre\t%s\n" % esc(proc.preprocess_examples(prompt, None, boxes)))
-            f.write("ids\t%s\n" % " ".join(map(str, proc(text=prompt, bboxes=boxes)["input_ids"])))
-            f.write("ids_eos\t%s\n" % " ".join(map(str, proc(text=prompt, bboxes=boxes, add_eos_token=True)["input_ids"])))
-        f.write("end\n")
+def write_referring(path, ref, with_ids=True):
+    with open(path, "w", encoding="ascii") as f:
+        f.write("# made by scripts/make_grounding_refs.py (see its docstring); do not edit\n")
+        for name, prompt, boxes in ref:
+            f.write("case\t%s\t%s\n" % (name, esc(prompt)))
+            f.write("phrases\t%d\n" % (-1 if boxes is None else len(boxes)))
+            for g in boxes or []:
+                f.write(group_line(g) + "\n")
+            try:
+                text = proc._insert_patch_index_tokens(prompt, boxes)
+            except Exception as e:
+                f.write("error\t%s\n" % type(e).__name__)
+            else:
+                f.write("text\t%s\n" % esc(text))
+                if with_ids:
+                    f.write("pre\t%s\n" % esc(proc.preprocess_examples(prompt, None, boxes)))
+                    f.write("ids\t%s\n" % " ".join(map(str, proc(text=prompt, bboxes=boxes)["input_ids"])))
+                    f.write("ids_eos\t%s\n" % " ".join(
+                        map(str, proc(text=prompt, bboxes=boxes, add_eos_token=True)["input_ids"])))
+                    f.write("ids_img\t%s\n" % " ".join(
+                        map(str, proc(text=prompt, images=DUMMY_IMAGE, bboxes=boxes)["input_ids"])))
+            f.write("end\n")
 
+
+def random_tables(n, seed):
+    """Many random tag-soup / referring cases (for --random; not committed)."""
+    rng = random.Random(seed)
+    fr = ["<phrase>", "</phrase>", "<object>", "</object>", "</delimiter_of_multi_objects/>", "<patch_index_",
+          "<patch_index_0044>", "<patch_index_1>", "<patch_index_99999>", ">", "<", "\n", " ", "\u3000", "\u00a0",
+          "\udcff", "\udcc3", "\udca9", "7", "</image>", "<grounding>", " a dog", "\u65e5", "<>", "<x\n>", "\u0664",
+          "\x1c", "\t", "\U0001F600", "<patch_index_0044><patch_index_0863>",
+          "<object><patch_index_0001><patch_index_0002></object>", "<phrase> z</phrase>"]
+    cases = []
+    for i in range(n):
+        s = "".join(rng.choice(fr) for _ in range(rng.randint(0, 40)))
+        cases.append(("r%d" % i, s.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")))
+    rf = ["<phrase>", "</phrase>", "\n", " a", "x", "<", "\u00e9", "<phrase></phrase>", "</phrase></phrase>",
+          "<phrase> b</phrase>"]
+    ref = []
+    for i in range(n // 4):
+        s = "".join(rng.choice(rf) for _ in range(rng.randint(0, 15)))
+        k = max(0, len(re.findall(r"<phrase>.+?</phrase>", s)) + (rng.choice([-1, 1]) if rng.random() < 0.2 else 0))
+        boxes = []
+        for _ in range(k):
+            r = rng.random()
+            if r < 0.2:
+                boxes.append(None)
+            elif r < 0.5:
+                boxes.append((rng.randint(-50, 2000), rng.randint(0, 1100)))
+            else:
+                g = []
+                for _ in range(rng.randint(0, 3)):
+                    x1, y1 = rng.uniform(-0.2, 1.2), rng.uniform(-0.2, 1.2)
+                    g.append((x1, y1, x1 + rng.choice([rng.uniform(-0.1, 1), 0.0, 1e-9]), y1 + rng.uniform(-0.1, 1)))
+                boxes.append(g)
+        ref.append(("q%d" % i, s, None if rng.random() < 0.1 else boxes))
+    return cases, ref
+
+
+if len(sys.argv) >= 3 and sys.argv[1] == "--random":
+    # Differential check beyond the committed table:
+    #   $PY scripts/make_grounding_refs.py --random 20000 /tmp/gr [SEED]
+    #   KOSMOS2_GROUNDING_FIXTURES=/tmp/gr/ ./build/test grounding_   (the minimum-count checks only
+    #   apply to the committed fixtures)
+    n, out = int(sys.argv[2]), sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    cases, ref = random_tables(n, int(sys.argv[4]) if len(sys.argv) > 4 else 7)
+    write_post_process(os.path.join(out, "post_process.txt"), cases)
+    write_referring(os.path.join(out, "referring.txt"), ref, with_ids=False)
+    print("wrote %d random post-process cases, %d referring cases to %s" % (len(cases), len(ref), out))
+    sys.exit(0)
+
+write_post_process(os.path.join(OUT, "post_process.txt"), CASES)
+write_referring(os.path.join(OUT, "referring.txt"), REF)
 print("wrote %d post-process cases, %d referring cases to %s" % (len(CASES), len(REF), OUT))
