@@ -35,9 +35,11 @@ Fixture files (tests/fixtures/tokenizer/), all made by this script:
                     the corpus, with a small custom normalization_rule_tsv (bpe_rules.tsv below)
                     so that a second, different precompiled charsmap is exercised.
   real.ids.txt      `refs` step: one line per corpus line: the ids of the real Kosmos-2
-  bpe.ids.txt       tokenizer / of bpe_tiny.model (space-separated decimal).
+  bpe.ids.txt       tokenizer / of bpe_tiny.model (space-separated decimal). The BPE files cover
+                    every 5th corpus line only (lines 1, 6, 11, ...) to keep the fixtures small.
   real.dec.txt      decode(ids, skip_special_tokens=True) + clean_up_tokenization of the same ids:
-  bpe.dec.txt       "=" when equal to the corpus line, otherwise ">" + the text.
+  bpe.dec.txt       "=" when equal to the corpus line, "~" when equal to the corpus line with runs
+                    of spaces squeezed to one and spaces stripped at both ends, else ">" + the text.
 
 Usage (reference env: `. /opt/kosmos2-ref/env.sh`):
     $PY scripts/make_tokenizer_refs.py corpus   # rewrite corpus.txt (system files as above)
@@ -45,6 +47,14 @@ Usage (reference env: `. /opt/kosmos2-ref/env.sh`):
     $PY scripts/make_tokenizer_refs.py refs     # ids/dec references (needs node + /work/tok-ref)
     $PY scripts/make_tokenizer_refs.py marks    # print the grapheme-extend table of tokenizer.h
     $PY scripts/make_tokenizer_refs.py check    # also compare the slow tokenizer (informational)
+    $PY scripts/make_tokenizer_refs.py fuzz     # random strings: C (kosmos2.h, built with cc) vs fast
+
+Notes (2026-11-22): refs made with tokenizers 0.23.2 (npm). `check` found the slow tokenizer
+different from the fast one on 43 of the 3016 corpus lines (mostly grapheme clusters such as
+"Ａ" + U+0301, which tokenizers' Precompiled normaliser replaces as a whole by the mapping of
+their shortest matching prefix, dropping the combining mark; plus unknown-character handling and
+trailing U+0085). No corpus line is excluded or adjusted: the C code matches the fast references
+on every line.
 """
 import base64
 import gettext
@@ -61,6 +71,7 @@ FIX = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 ASSETS = os.path.join(os.path.dirname(ROOT), "shared", "assets")
 REAL_MODEL = os.path.join(ASSETS, "sentencepiece.bpe.model")
 BPE_MODEL = os.path.join(FIX, "bpe_tiny.model")
+BPE_EVERY = 5  # the BPE references cover corpus lines 1, 6, 11, ... (fixture size budget)
 TOKREF = os.environ.get("KOSMOS2_TOKREF", "/work/tok-ref")
 
 TAGS = ["</doc>", "<image>", "</image>", "</chunk>", "</line>", "<phrase>", "</phrase>", "<object>",
@@ -200,6 +211,13 @@ def fast_reference(model_path, lines, tag):
     return [(ids, clean_up_tokenization(d1), clean_up_tokenization(d2)) for ids, d1, d2 in res]
 
 
+def squeeze(s):
+    """The "~" shorthand of the .dec files: runs of ' ' -> one ' ', then strip ' ' at both ends."""
+    while "  " in s:
+        s = s.replace("  ", " ")
+    return s.strip(" ")
+
+
 def read_corpus():
     with open(os.path.join(FIX, "corpus.txt"), encoding="utf-8", newline="\n") as f:
         text = f.read()
@@ -208,8 +226,9 @@ def read_corpus():
 
 
 def cmd_refs():
-    lines = read_corpus()
+    every = {"real": 1, "bpe": BPE_EVERY}
     for tag, model in (("real", REAL_MODEL), ("bpe", BPE_MODEL)):
+        lines = read_corpus()[::every[tag]]
         res = fast_reference(model, lines, tag)
         with open(os.path.join(FIX, tag + ".ids.txt"), "w", encoding="utf-8", newline="\n") as f:
             for ids, _, _ in res:
@@ -217,7 +236,12 @@ def cmd_refs():
         with open(os.path.join(FIX, tag + ".dec.txt"), "w", encoding="utf-8", newline="\n") as f:
             for line, (_, dec, _) in zip(lines, res):
                 assert "\n" not in dec and "\r" not in dec
-                f.write("=\n" if dec == line else ">" + dec + "\n")
+                if dec == line:
+                    f.write("=\n")
+                elif dec == squeeze(line):
+                    f.write("~\n")
+                else:
+                    f.write(">" + dec + "\n")
         print(tag, len(res), "lines")
 
 
@@ -233,8 +257,8 @@ def corpus_english(rng, n):
     for name in ["Apache-2.0", "GPL-3", "LGPL-2.1", "MPL-2.0", "Artistic", "GFDL-1.3", "CC0-1.0", "BSD"]:
         p = "/usr/share/common-licenses/" + name
         if os.path.exists(p):
-            out += [l.rstrip("\n") for l in open(p, encoding="utf-8", errors="replace") if l.strip()]
-    out = sorted(set(l for l in out if _ok(l)))
+            out += [l.strip() for l in open(p, encoding="utf-8", errors="replace") if l.strip()]
+    out = sorted(set(l for l in out if _ok(l, 120)))
     rng.shuffle(out)
     return out[:n]
 
@@ -244,9 +268,10 @@ def corpus_code(rng, n):
     src = "/opt/kosmos2-ref/transformers/src/transformers/"
     for p in sorted(glob.glob(src + "models/kosmos2/*.py")) + [src + "convert_slow_tokenizer.py"]:
         out += [l.rstrip("\n") for l in open(p, encoding="utf-8") if l.strip()]
-    out = [l for l in out if _ok(l)]
+    out = [l for l in out if _ok(l, 100)]
     rng.shuffle(out)
-    return out[:n]
+    # keep the indentation of a few lines (leading spaces are not round-tripped by decode)
+    return [l if i % 8 == 0 else l.lstrip() for i, l in enumerate(out[:n])]
 
 
 LANGS = ["ru", "uk", "bg", "sr", "el", "ja", "zh_CN", "zh_TW", "ko", "fr", "de", "es", "pt_BR", "it", "pl", "cs",
@@ -263,7 +288,7 @@ def corpus_messages(rng, per_lang):
             except Exception:
                 continue
             for k, v in cat.items():
-                if isinstance(v, str) and _ok(v, 160) and len(v) >= 4 and "\t" not in v:
+                if isinstance(v, str) and _ok(v, 100) and len(v) >= 4 and "\t" not in v:
                     msgs.add(v)
         msgs = sorted(msgs)
         rng.shuffle(msgs)
@@ -276,7 +301,7 @@ def corpus_idn(rng, n):
     if not os.path.exists(p):
         return []
     out = [l.rstrip("\n") for l in open(p, encoding="utf-8") if any(ord(c) > 127 for c in l)]
-    out = sorted(set(l for l in out if _ok(l)))
+    out = sorted(set(l for l in out if _ok(l, 100)))
     rng.shuffle(out)
     return out[:n]
 
@@ -357,14 +382,14 @@ def synth_mixed(rng, pool):
 
 def cmd_corpus():
     rng = random.Random(20261122)
-    english = corpus_english(rng, 800)
-    code = corpus_code(rng, 350)
-    msgs = corpus_messages(rng, 30)
+    english = corpus_english(rng, 620)
+    code = corpus_code(rng, 300)
+    msgs = corpus_messages(rng, 24)
     idn = corpus_idn(rng, 120)
     pool = english + msgs + idn
     synth = list(SPECIAL_BITS)
-    synth += [synth_tagged(rng) for _ in range(450)]
-    synth += [synth_mixed(rng, pool) for _ in range(650)]
+    synth += [synth_tagged(rng) for _ in range(380)]
+    synth += [synth_mixed(rng, pool) for _ in range(580)]
     synth += ["", " ", "  ", "\t", "<s>", "</s>", "<image></image>", " .", "a .", "Hello , world !", "x ' y"]
     lines = english + code + msgs + idn + synth
     lines = [l for l in lines if "\n" not in l and "\r" not in l]
@@ -441,8 +466,71 @@ def cmd_check():
     print("slow differs from fast on %d of %d lines" % (bad, len(lines)))
 
 
+FUZZ_C = r"""
+#define KOSMOS2_IMPLEMENTATION
+#include "kosmos2.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+/* argv: model, then lines of: text \t ids \t decoded(skip) \t decoded(keep), JSON-free (hex) */
+static size_t unhex(const char *h, char *out) { size_t n = 0; while (h[0] && h[1]) { unsigned v; sscanf(h, "%2x", &v); out[n++] = (char)v; h += 2; } out[n] = 0; return n; }
+int main(int argc, char **argv) {
+    static char line[1 << 20], text[1 << 18], want1[1 << 18], want2[1 << 18], got[1 << 18];
+    static int32_t ids[1 << 16], ref[1 << 16];
+    kosmos2_tokenizer *t; FILE *f = fopen(argv[2], "r"); int bad = 0, n_lines = 0;
+    if (kosmos2_tokenizer_load_file(argv[1], &t)) { printf("%s\n", kosmos2_last_error()); return 1; }
+    while (fgets(line, sizeof line, f)) {
+        char *a = strtok(line, "\t\n"), *b = strtok(NULL, "\t\n"), *c = strtok(NULL, "\t\n"), *d = strtok(NULL, "\t\n"), *p;
+        int m = 0, n, k, ok;
+        unhex(a, text); unhex(c, want1); unhex(d, want2);
+        for (p = b + 1; *p;) { char *e; long v = strtol(p, &e, 10); if (e == p) break; ref[m++] = (int32_t)v; p = e; }
+        n = kosmos2_tokenize(t, text, ids, 1 << 16);
+        ok = n == m;
+        for (k = 0; ok && k < n; k++) ok = ids[k] == ref[k];
+        kosmos2_detokenize(t, ref, m, 1, got, sizeof got); ok = ok && !strcmp(got, want1);
+        kosmos2_detokenize(t, ref, m, 0, got, sizeof got); ok = ok && !strcmp(got, want2);
+        if (!ok && ++bad <= 10) printf("mismatch on line %d\n", n_lines + 1);
+        n_lines++;
+    }
+    printf("%d random strings, %d mismatches\n", n_lines, bad);
+    return bad != 0;
+}
+"""
+
+
+def cmd_fuzz(n=6000):
+    """Random strings from a character soup (tags, whitespace, combining marks, emoji, ...): the C
+    tokenizer against the fast reference, ids and both decodings, for both models."""
+    rng = random.Random(7)
+    soup = list("abcxyz ABC  \t\u3000\u00a0\u2009.,!?'\"<>/_-0123456789") + [
+        "\u2581", "<phrase>", "</phrase>", "<object>", "<patch_index_0001>", "<s>", "</s>", "<unk>", "<mask>", "<pad>",
+        "<image>", "<grounding>", "</delimiter_of_multi_objects/>", "e\u0301", "\u0301", "\ufb01", "\uff21", "\u2460",
+        "\uff76\uff9e", "\U0001F600", "\U0001F44D\U0001F3FD", "\u200d", "\ufe0f", "\ud55c", "\u1100\u1161", "\u0436",
+        "\u03bb", "\u4e2d\u6587", "\u0085", "\x01", "\u00ad", "\u200b", "\u2028", "\r\n", " n't", " 's", " ' ",
+        "\u01c4", "\u1e9e", "\u0130"]
+    lines = ["".join(rng.choice(soup) for _ in range(rng.randint(1, 25))).replace("\n", " ") for _ in range(n)]
+    work = os.path.join(TOKREF, "build")
+    os.makedirs(work, exist_ok=True)
+    src, exe = os.path.join(work, "fuzz_check.c"), os.path.join(work, "fuzz_check")
+    open(src, "w").write(FUZZ_C)
+    subprocess.run(["cc", "-O2", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-fopenmp", "-I", ROOT, "-o", exe, src, "-lm"],
+                   check=True)
+    hx = lambda s: s.encode("utf-8").hex() or "-"  # "-" = empty (strtok skips empty fields)
+    failed = False
+    for tag, model in (("real", REAL_MODEL), ("bpe", BPE_MODEL)):
+        res = fast_reference(model, lines, "fuzz_" + tag)
+        cases = os.path.join(work, "fuzz_%s.tsv" % tag)
+        with open(cases, "w") as f:
+            for line, (ids, d1, d2) in zip(lines, res):
+                f.write("%s\t=%s\t%s\t%s\n" % (hx(line), " ".join(map(str, ids)), hx(d1), hx(d2)))
+        r = subprocess.run([exe, model, cases])
+        failed = failed or r.returncode != 0
+    sys.exit(1 if failed else 0)
+
+
 if __name__ == "__main__":
-    cmds = {"corpus": cmd_corpus, "bpe": cmd_bpe, "refs": cmd_refs, "marks": cmd_marks, "check": cmd_check}
+    cmds = {"corpus": cmd_corpus, "bpe": cmd_bpe, "refs": cmd_refs, "marks": cmd_marks, "check": cmd_check,
+            "fuzz": cmd_fuzz}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]]()
