@@ -5,19 +5,21 @@
  * ============================================================================================
  *  An image is 8-bit RGB, row-major, 3 bytes per pixel, what Pillow's `image.convert("RGB")`
  *  gives: alpha is DROPPED (not composited on white), gray is replicated, palettes expanded.
- *  Decoding uses stb_image (JPEG baseline+progressive, PNG 1..16-bit incl. palette/gray/alpha,
- *  BMP, GIF first frame, PNM binary P5/P6, TGA). With KOSMOS2_USE_LIBJPEG, JPEGs are decoded by
- *  libjpeg(-turbo) with Pillow's settings, which makes them bit-identical to Pillow's.
- *  Known differences from Pillow 9.4 with stb_image (measured, see tests/test_image.c):
- *   - JPEG: stb_image's IDCT/upsampling differ from libjpeg-turbo by a level or so per pixel
- *     (pixel_values up to ~0.1 apart on two_dogs.jpg/corgi.jpg); build with KOSMOS2_USE_LIBJPEG.
- *     A truncated JPEG is an error for Pillow and libjpeg here, but stb_image decodes what it has.
- *   - GIF: pixels of the transparent colour index become black with stb_image; Pillow gives
- *     their palette colour.
- *   - 16-bit gray PNG: Pillow opens it as mode "I" and convert("RGB") CLIPS values to 255
- *     (so most pixels are white); kosmos2 does the same. 16-bit RGB/RGBA/gray+alpha: both keep
- *     the high byte.
- *   - EXIF orientation is ignored (as Pillow's Image.open and transformers do).
+ *  Decoding: stb_image for JPEG (baseline, progressive), PNG (1..16-bit, palette, gray, gray+alpha,
+ *  RGBA), BMP, GIF (first frame), TGA; binary PNM (P4/P5/P6, any maxval) is decoded here the way
+ *  Pillow does. Built with KOSMOS2_USE_LIBJPEG (link -ljpeg), JPEGs are decoded by libjpeg(-turbo)
+ *  with Pillow's decoder settings and are then bit-identical to Pillow's (tested).
+ *  Differences from Pillow 9.4 with stb_image (measured, see tests/test_image.c):
+ *   - JPEG: stb_image's IDCT/upsampling differ from libjpeg-turbo's by up to 3 levels on ~5% of
+ *     the pixels of two_dogs.jpg; after the 224x224 squash the pixel_values differ by at most 0.03
+ *     on two_dogs.jpg and corgi.jpg. A truncated JPEG is an error for Pillow and for the libjpeg
+ *     path; stb_image decodes what is there.
+ *   - GIF: pixels of the transparent colour index become black; Pillow gives their palette colour.
+ *   - Plain (ASCII) PNM P1-P3 is refused (KOSMOS2_E_UNSUPPORTED); Pillow reads it.
+ *  Same as Pillow (tested): 16-bit gray PNG is Pillow mode "I", whose convert("RGB") CLIPS values
+ *  to 255 (most pixels white); 16-bit RGB/RGBA/gray+alpha keep the high byte; CMYK JPEG (libjpeg
+ *  path) uses Pillow's inverted-CMYK formula. EXIF orientation is ignored, as Pillow's Image.open
+ *  and transformers do.
  */
 typedef struct kosmos2_image {
     int width, height;
@@ -77,10 +79,14 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
 #define KOSMOS2_STB_IMAGE_INCLUDE <stb/stb_image.h>
 #endif
 #ifndef KOSMOS2_STB_IMAGE_IMPLEMENTED
+#ifdef STBI_INCLUDE_STB_IMAGE_H
+#error "stb_image.h was included before kosmos2.h's implementation: include it after, or define KOSMOS2_STB_IMAGE_IMPLEMENTED"
+#endif
 #define STB_IMAGE_IMPLEMENTATION
 /* A private copy: its public functions get a kosmos2__ prefix so that they cannot clash with
  * a stb_image the user links. (Not STB_IMAGE_STATIC: stb_image v2.27 declares a function it never
  * defines, which GCC reports under -Wall for static declarations whatever the pragmas say.) */
+#define stbi__unpremultiply_on_load_thread kosmos2__stbi__unpremultiply_on_load_thread /* v2.27 typo */
 #define stbi_convert_iphone_png_to_rgb kosmos2__stbi_convert_iphone_png_to_rgb
 #define stbi_convert_iphone_png_to_rgb_thread kosmos2__stbi_convert_iphone_png_to_rgb_thread
 #define stbi_convert_wchar_to_utf8 kosmos2__stbi_convert_wchar_to_utf8
@@ -125,11 +131,10 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
 #define stbi_zlib_decode_malloc_guesssize_headerflag kosmos2__stbi_zlib_decode_malloc_guesssize_headerflag
 #define stbi_zlib_decode_noheader_buffer kosmos2__stbi_zlib_decode_noheader_buffer
 #define stbi_zlib_decode_noheader_malloc kosmos2__stbi_zlib_decode_noheader_malloc
-#define STBI_ONLY_JPEG   /* the formats Pillow also reads (no HDR, PSD, PIC) */
+#define STBI_ONLY_JPEG   /* the formats Pillow also reads (no HDR, PSD, PIC); PNM is ours */
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_GIF
-#define STBI_ONLY_PNM
 #define STBI_ONLY_TGA
 #define STBI_MALLOC(n) KOSMOS2_MALLOC(n) /* so decoded pixels can be kept as they are */
 #define STBI_REALLOC(p, n) KOSMOS2_REALLOC(p, n)
@@ -154,6 +159,7 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#undef STB_IMAGE_IMPLEMENTATION /* a later #include <stb_image.h> in this file sees our (renamed) copy */
 #endif /* KOSMOS2_NO_STB_IMAGE */
 
 #ifdef KOSMOS2_USE_LIBJPEG
@@ -186,7 +192,7 @@ void kosmos2_image_free(kosmos2_image *img) {
 }
 
 /* Refuse w x h when it exceeds max_pixels (0 = default). */
-static int kosmos2__image_check_limit(long long w, long long h, size_t max_pixels) {
+KOSMOS2__UNUSED static int kosmos2__image_check_limit(long long w, long long h, size_t max_pixels) {
     if (!max_pixels) max_pixels = KOSMOS2_IMAGE_DEFAULT_MAX_PIXELS;
     if (w <= 0 || h <= 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "image has an empty size %lldx%lld", w, h);
     if ((unsigned long long)w > (unsigned long long)max_pixels / (unsigned long long)h)
@@ -325,14 +331,171 @@ done:
 }
 #endif /* KOSMOS2_USE_LIBJPEG */
 
+/* ---- binary PNM (P4, P5, P6), read as Pillow 9.x reads it ------------------------------- *
+ * (stb_image does not rescale maxval != 255 and v2.27 misreads 16-bit PPM.) Pillow: maxval 255
+ * is raw; P5 with maxval > 255 is mode "I" (convert("RGB") then clips at 255); any other maxval
+ * is rescaled, value = min(out_max, round_half_even(v / maxval * out_max)) with out_max 65535
+ * for mode "I" and 255 otherwise; P4 bit 1 is black. Plain (ASCII) P1-P3 are not supported. */
+
+/* One header token as Pillow's PpmImageFile._read_token: whitespace-separated, '#' comments to the
+ * end of the line, at most 10 characters, here digits only. */
+static int kosmos2__pnm_token(const uint8_t *d, size_t n, size_t *p, long *value) {
+    int len = 0;
+    long v = 0;
+    while (len <= 10) {
+        uint8_t c;
+        if (*p >= n) break;
+        c = d[(*p)++];
+        if (c == ' ' || (c >= 9 && c <= 13)) {
+            if (len == 0) continue;
+            break;
+        }
+        if (c == '#') { /* comment: skip to CR/LF (consumed) */
+            while (*p < n && d[*p] != '\r' && d[*p] != '\n') (*p)++;
+            if (*p < n) (*p)++;
+            continue;
+        }
+        if (c < '0' || c > '9') return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: bad header character at byte %zu", *p - 1);
+        v = v * 10 + (c - '0');
+        len++;
+    }
+    if (len == 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: header ends early at byte %zu", *p);
+    if (len > 10) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: header token too long at byte %zu", *p);
+    *value = v;
+    return KOSMOS2_OK;
+}
+
+static int kosmos2__decode_pnm(const uint8_t *d, size_t n, size_t max_pixels, kosmos2_image *out) {
+    int kind = d[1] - '0', bands = kind == 6 ? 3 : 1, rc, x, y, b;
+    long w = 0, h = 0, maxval = 1;
+    size_t p = 3, bytes_per_sample, row_bytes, need; /* p: read position, after "P5 " */
+    if (n < 3 || !(d[2] == ' ' || (d[2] >= 9 && d[2] <= 13)))
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: bad magic number");
+    if ((rc = kosmos2__pnm_token(d, n, &p, &w)) || (rc = kosmos2__pnm_token(d, n, &p, &h))) return rc;
+    if (kind != 4 && (rc = kosmos2__pnm_token(d, n, &p, &maxval))) return rc;
+    if (maxval < 1 || maxval > 65535) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: maxval %ld not in 1..65535", maxval);
+    if ((rc = kosmos2__image_check_limit(w, h, max_pixels))) return rc;
+    bytes_per_sample = maxval > 255 ? 2 : 1;
+    row_bytes = kind == 4 ? ((size_t)w + 7) / 8 : (size_t)w * (size_t)bands * bytes_per_sample;
+    need = row_bytes * (size_t)h; /* no overflow: w*h <= max_pixels */
+    if (p > n || n - p < need)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: image file is truncated (%zu of %zu data bytes)",
+                             p > n ? (size_t)0 : n - p, need);
+    if ((rc = kosmos2__image_alloc(out, (int)w, (int)h))) return rc;
+    for (y = 0; y < (int)h; y++) {
+        const uint8_t *row = d + p + (size_t)y * row_bytes; /* [row_bytes] */
+        uint8_t *dst = out->rgb + (size_t)y * (size_t)w * 3; /* [w, 3] */
+        for (x = 0; x < (int)w; x++) {
+            uint8_t rgb[3];
+            for (b = 0; b < bands; b++) {
+                long v;
+                if (kind == 4) v = (row[x >> 3] >> (7 - (x & 7)) & 1) ? 0 : 255;
+                else if (bytes_per_sample == 1) v = row[(size_t)x * bands + b];
+                else v = (long)row[((size_t)x * bands + b) * 2] << 8 | row[((size_t)x * bands + b) * 2 + 1];
+                if (kind != 4 && maxval != 255 && !(kind == 5 && maxval == 65535)) {
+                    long out_max = (kind == 5 && maxval > 255) ? 65535 : 255;
+                    double s = nearbyint((double)v / (double)maxval * (double)out_max); /* round half even */
+                    v = s > (double)out_max ? out_max : (long)s;
+                }
+                rgb[b] = (uint8_t)(v > 255 ? 255 : v); /* mode "I" -> RGB clips */
+            }
+            dst[3 * x] = rgb[0];
+            dst[3 * x + 1] = rgb[bands == 3 ? 1 : 0];
+            dst[3 * x + 2] = rgb[bands == 3 ? 2 : 0];
+        }
+    }
+    return KOSMOS2_OK;
+}
+
 /* ---- everything else through stb_image -------------------------------------------------- */
 #ifndef KOSMOS2_NO_STB_IMAGE
+/* stb_image v2.27 (Debian 12) writes past a table when a JPEG Huffman table (DHT) declares more
+ * than 256 codes. Walk the JPEG's segments first and refuse such files. Returns 0 or an error. */
+static int kosmos2__jpeg_check_huffman_tables(const uint8_t *d, size_t n) {
+    size_t p = 2; /* after SOI */
+    while (p + 4 <= n) {
+        unsigned marker;
+        size_t len, end;
+        if (d[p] != 0xFF) { p++; continue; }         /* stray byte: stb resynchronises too */
+        marker = d[p + 1];
+        if (marker == 0xFF) { p++; continue; }       /* fill byte */
+        if (marker == 0xD9) return KOSMOS2_OK;       /* EOI */
+        if (marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) { p += 2; continue; }
+        len = (size_t)d[p + 2] << 8 | d[p + 3];      /* segment length, includes these 2 bytes */
+        if (len < 2) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: segment length %zu at byte %zu", len, p + 2);
+        end = p + 2 + len;
+        if (end > n) return KOSMOS2_OK;              /* truncated: stb reports it */
+        if (marker == 0xC4) {                        /* DHT: [class/id, 16 counts, symbols]... */
+            size_t q = p + 4;
+            while (q < end) {
+                size_t codes = 0;
+                int i;
+                if (q + 17 > end) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: short Huffman table at byte %zu", q);
+                for (i = 1; i <= 16; i++) codes += d[q + (size_t)i];
+                if (codes > 256 || q + 17 + codes > end)
+                    return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: Huffman table with %zu codes at byte %zu", codes, q);
+                q += 17 + codes;
+            }
+        }
+        p = end;
+        if (marker == 0xDA) { /* entropy-coded data follows the scan header: find the next marker */
+            while (p + 1 < n && !(d[p] == 0xFF && d[p + 1] != 0 && !(d[p + 1] >= 0xD0 && d[p + 1] <= 0xD7))) p++;
+        }
+    }
+    return KOSMOS2_OK;
+}
+
+/* The size a PNG/GIF/BMP/JPEG header announces, read before stb_image (which refuses sizes over
+ * 2^30 bytes as "unknown image type"), so that such files get KOSMOS2_E_LIMIT. 0 if unknown. */
+static int kosmos2__sniff_size(const uint8_t *d, size_t n, long long *w, long long *h) {
+    size_t p;
+    if (n >= 24 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0 && memcmp(d + 12, "IHDR", 4) == 0) {
+        *w = (long long)d[16] << 24 | d[17] << 16 | d[18] << 8 | d[19];
+        *h = (long long)d[20] << 24 | d[21] << 16 | d[22] << 8 | d[23];
+        return 1;
+    }
+    if (n >= 10 && memcmp(d, "GIF8", 4) == 0) {
+        *w = d[6] | d[7] << 8;
+        *h = d[8] | d[9] << 8;
+        return 1;
+    }
+    if (n >= 26 && d[0] == 'B' && d[1] == 'M' && (d[14] | d[15] << 8) >= 40) { /* BITMAPINFOHEADER+ */
+        int32_t bw = (int32_t)((uint32_t)d[18] | (uint32_t)d[19] << 8 | (uint32_t)d[20] << 16 | (uint32_t)d[21] << 24);
+        int32_t bh = (int32_t)((uint32_t)d[22] | (uint32_t)d[23] << 8 | (uint32_t)d[24] << 16 | (uint32_t)d[25] << 24);
+        *w = bw < 0 ? -(long long)bw : bw;
+        *h = bh < 0 ? -(long long)bh : bh; /* negative height = top-down rows */
+        return 1;
+    }
+    if (n >= 4 && d[0] == 0xFF && d[1] == 0xD8) { /* first SOFn segment */
+        for (p = 2; p + 9 <= n;) {
+            unsigned m = d[p + 1];
+            if (d[p] != 0xFF || m == 0xDA || m == 0xD9) break;
+            if (m == 0xFF || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { p += m == 0xFF ? 1 : 2; continue; }
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                *h = d[p + 5] << 8 | d[p + 6];
+                *w = d[p + 7] << 8 | d[p + 8];
+                return 1;
+            }
+            p += 2 + ((size_t)d[p + 2] << 8 | d[p + 3]);
+        }
+    }
+    return 0;
+}
+
 static int kosmos2__decode_stb(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
     int w = 0, h = 0, comp = 0, rc;
     uint8_t *pixels;
     if (size > (size_t)INT_MAX) return kosmos2__fail(KOSMOS2_E_LIMIT, "encoded image of %zu bytes is too large", size);
+    if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8 && (rc = kosmos2__jpeg_check_huffman_tables(data, size)))
+        return rc;
+    {
+        long long sw, sh;
+        if (kosmos2__sniff_size(data, size, &sw, &sh) && sw > 0 && sh > 0 &&
+            (rc = kosmos2__image_check_limit(sw, sh, max_pixels)))
+            return rc;
+    }
     if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
-        return kosmos2__fail(KOSMOS2_E_FORMAT, "not a readable JPEG/PNG/BMP/GIF/PNM/TGA image (%s)",
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "not a readable JPEG/PNG/BMP/GIF/TGA/PNM image (%s)",
                              stbi_failure_reason());
     if ((rc = kosmos2__image_check_limit(w, h, max_pixels))) return rc;
     if (comp == 1 && stbi_is_16_bit_from_memory(data, (int)size)) {
@@ -373,6 +536,10 @@ int kosmos2_image_load_memory(const void *data, size_t size, size_t max_pixels, 
     out->rgb = NULL;
     if (!data && size) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_load_memory: data is NULL");
     if (size == 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "image data is empty");
+    if (size >= 2 && bytes[0] == 'P' && bytes[1] >= '1' && bytes[1] <= '6') {
+        if (bytes[1] <= '3') return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "plain (ASCII) PNM is not supported");
+        return kosmos2__decode_pnm(bytes, size, max_pixels, out);
+    }
 #ifdef KOSMOS2_USE_LIBJPEG
     if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
         return kosmos2__decode_libjpeg(bytes, size, max_pixels, out);

@@ -8,7 +8,8 @@ Reference environment: Pillow 9.4.0 (Debian, libjpeg-turbo 2.1.5), numpy, transf
 
 Files written to tests/fixtures/images/:
   *.png/.bmp/.gif/.ppm/.pgm/.tga/.jpg  small synthetic images made here with numpy + Pillow's encoders
-      (lossless formats, plus three JPEGs); see IMAGES below for what each one exercises.
+      (lossless formats; PNMs with odd maxvals written by hand; four JPEGs: baseline, progressive,
+      gray, CMYK); the comments in make_fixtures() say what each one exercises.
   two_dogs_224.png, corgi_224.png  Pillow's uint8 224x224 bicubic squash of the shared assets
       two_dogs.jpg / corgi.jpg (decoded by Pillow's libjpeg-turbo); the C test decodes the JPEGs with
       stb_image and measures how far its pixel_values are from these.
@@ -99,6 +100,11 @@ def make_fixtures():
     """Writes the synthetic images; returns their names."""
     names = []
 
+    def pnm_raw(name, magic, maxval, arr):  # Pillow writes only maxval 255 (and 65535 for "I")
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(b"%s\n%d %d\n%d\n" % (magic, arr.shape[1], arr.shape[0], maxval) + arr.tobytes())
+        names.append(name)
+
     def save(im, name, **kw):
         im.save(os.path.join(OUT, name), **kw)
         names.append(name)
@@ -116,7 +122,7 @@ def make_fixtures():
     save(Image.fromarray(smooth(120, 90, 4, noise=4), mode="RGBA"), "rgba_120x90.png")  # alpha dropped
     pal = Image.fromarray(smooth(64, 48, 3)).quantize(colors=50, dither=Image.Dither.NONE)
     save(pal, "palette_64x48.png")
-    save(pal, "palette_interlaced_64x48.png", transparency=0)                # tRNS ignored by convert
+    save(pal, "palette_trns_64x48.png", transparency=0)  # tRNS ignored by convert
     a16 = (smooth(40, 30, 3).astype(np.uint16) * 257 + RNG.integers(0, 257, (30, 40, 3))).astype(">u2")
     png_raw(os.path.join(OUT, "rgb16_40x30.png"), 40, 30, 16, 2, [r.tobytes() for r in a16])
     names.append("rgb16_40x30.png")
@@ -129,6 +135,14 @@ def make_fixtures():
     save(Image.fromarray(smooth(60, 40, 3)).quantize(colors=64, dither=Image.Dither.NONE), "gif_60x40.gif")
     save(Image.fromarray(smooth(45, 37, 3)), "pnm_45x37.ppm")
     save(Image.fromarray(smooth(31, 29, 1)[:, :, 0], mode="L"), "pnm_31x29.pgm")
+    save(Image.fromarray(smooth(40, 20, 1)[:, :, 0] // 16, mode="L").convert("P"), "palette4_40x20.png", bits=4)
+    save(Image.fromarray(smooth(37, 23, 1)[:, :, 0] > 128), "bilevel_37x23.png")   # mode "1"
+    save(Image.fromarray(smooth(37, 23, 1)[:, :, 0] > 100), "pnm_p4_37x23.pbm")    # P4
+    pnm_raw("pnm_16bit_29x17.pgm", b"P5", 65535, (smooth(29, 17, 1)[:, :, 0].astype(np.uint32) * 7).astype(">u2"))
+    pnm_raw("pnm_16bit_26x19.ppm", b"P6", 65535, (smooth(26, 19, 3).astype(np.uint16) * 257).astype(">u2"))
+    pnm_raw("pnm_max100_23x15.pgm", b"P5", 100, (smooth(23, 15, 1)[:, :, 0] // 2.55).astype(np.uint8))
+    pnm_raw("pnm_max1000_21x13.ppm", b"P6", 1000, (smooth(21, 13, 3).astype(np.uint16) * 4).astype(">u2"))
+    pnm_raw("pnm_max4000_19x11.pgm", b"P5 # comment\n", 4000, (smooth(19, 11, 1)[:, :, 0] * 15.7).astype(">u2"))
     save(Image.fromarray(smooth(52, 33, 3)), "tga_52x33.tga")
     save(Image.fromarray(smooth(47, 35, 3)), "tga_rle_47x35.tga", compression="tga_rle")
     # JPEGs: exact only when decoded with libjpeg-turbo (KOSMOS2_USE_LIBJPEG)

@@ -150,8 +150,8 @@ static void test_image_jpeg_stb_close_to_pillow(void) {
     double d1 = img_jpeg_pv_diff("two_dogs.jpg", IMG_FIXTURES "two_dogs_224.png");
     double d2 = img_jpeg_pv_diff("corgi.jpg", IMG_FIXTURES "corgi_224.png");
     printf("    stb_image vs Pillow, max |pixel_values diff|: two_dogs.jpg %.4f, corgi.jpg %.4f\n", d1, d2);
-    CHECK(d1 >= 0 && d1 < 0.1, "two_dogs.jpg: %g", d1);
-    CHECK(d2 >= 0 && d2 < 0.1, "corgi.jpg: %g", d2);
+    CHECK(d1 >= 0 && d1 < 0.06, "two_dogs.jpg: %g (measured 0.030)", d1);
+    CHECK(d2 >= 0 && d2 < 0.06, "corgi.jpg: %g (measured 0.030)", d2);
 }
 #else
 /* With libjpeg-turbo decoding as Pillow does, JPEGs (baseline, progressive, gray, CMYK, the two
@@ -208,6 +208,17 @@ static void test_image_errors(void) {
         int rc = kosmos2_image_load_memory(huge_png, sizeof huge_png, 0, &img);
         CHECK(rc == KOSMOS2_E_LIMIT, "huge header: rc=%d %s", rc, kosmos2_last_error());
     }
+    {   /* 100000 x 100000: stb_image itself refuses it as unknown; still a limit error here */
+        uint8_t png2[sizeof huge_png];
+        int rc;
+        memcpy(png2, huge_png, sizeof png2);
+        png2[17] = png2[21] = 0x01, png2[18] = png2[22] = 0x86, png2[19] = png2[23] = 0xA0;
+        rc = kosmos2_image_load_memory(png2, sizeof png2, 0, &img);
+        CHECK(rc == KOSMOS2_E_LIMIT, "100000^2 header: rc=%d %s", rc, kosmos2_last_error());
+    }
+    CHECK(kosmos2_image_load_memory("P3\n1 1\n255\n0 0 0\n", 17, 0, &img) == KOSMOS2_E_UNSUPPORTED, "plain PPM");
+    CHECK(kosmos2_image_load_memory("P6\n2 2\n255\nabc", 15, 0, &img) == KOSMOS2_E_FORMAT, "short PPM");
+    CHECK(strstr(kosmos2_last_error(), "truncated") != NULL, "message: %s", kosmos2_last_error());
     CHECK(kosmos2_image_resize(&img, 10, 10, &out) == KOSMOS2_E_INVALID, "resize of an empty image");
     CHECK_OK(kosmos2_image_load_file(IMG_FIXTURES "rgb_50x40.png", 0, &img));
     CHECK(kosmos2_image_resize(&img, 0, 10, &out) == KOSMOS2_E_INVALID, "resize to 0 width");
@@ -222,9 +233,9 @@ static void test_image_errors(void) {
 /* Every fixture truncated at many lengths and with bytes corrupted: an error or an image, never a
  * crash or an out-of-bounds read (run under `make asan`). Truncated PNGs must be errors. */
 static void test_image_truncated_and_corrupt(void) {
-    static const char *files[] = {"rgb_50x40.png", "palette_interlaced_64x48.png", "rgb16_40x30.png",
+    static const char *files[] = {"rgb_50x40.png", "palette_trns_64x48.png", "rgb16_40x30.png",
                                   "gray16_33x21.png", "graya_80x45.png", "bmp_70x50.bmp", "gif_60x40.gif",
-                                  "pnm_45x37.ppm", "tga_rle_47x35.tga", "tga_52x33.tga", "jpeg_257x181.jpg",
+                                  "pnm_45x37.ppm", "pnm_16bit_26x19.ppm", "pnm_max4000_19x11.pgm", "pnm_p4_37x23.pbm", "tga_rle_47x35.tga", "tga_52x33.tga", "jpeg_257x181.jpg",
                                   "jpeg_progressive_199x263.jpg", "jpeg_gray_73x91.jpg", "jpeg_cmyk_64x48.jpg"};
     size_t f;
     uint32_t lcg = 12345;
