@@ -12,7 +12,7 @@ For each model M in {tiny_f32, tiny_bf16} it writes tests/fixtures/M/:
   sentencepiece.bpe.model   A small SentencePiece UNIGRAM model (nmt_nfkc, unk 0 / bos 1 / eos 2, no pad),
                             trained here on a synthetic English corpus that `make_corpus()` generates from a
                             seeded PRNG (so it is regenerated identically).  Vocabulary size per MODELS.
-  tokenizer_config.json, special_tokens_map.json, added_tokens.json
+  tokenizer_config.json, special_tokens_map.json, added_tokens.json, processor_config.json
                             `Kosmos2Processor(CLIPImageProcessor, XLMRobertaTokenizer).save_pretrained(M)`:
                             XLM-R id mapping (0 <s>, 1 <pad>, 2 </s>, 3 <unk>, spm piece j>=3 -> j+1,
                             <mask> = len(spm)+1) then the 11 Kosmos tags and 1024 <patch_index_XXXX> tokens.
@@ -33,8 +33,8 @@ For each model M in {tiny_f32, tiny_bf16} it writes tests/fixtures/M/:
     vision_hidden.npy       [1,N+1,Dv] f32, vision encoder last_hidden_state (BEFORE post_layernorm).
     image_embeds.npy        [1,64,D] f32, image_to_text_projection output (what generate splices in).
     prompt_logits.npy       [V] f32, logits at the last prompt position of the prefill.
-    step_logits.npy         [5,V] f32, RAW logits (before the no-repeat-ngram processor) of the first 5 greedy
-                            decode steps (row 0 = prefill's last row = prompt_logits), from generate(
+    step_logits.npy         [R,V] f32, R = min(5, len(greedy_ids)): RAW logits (before the no-repeat-ngram
+                            processor) of the first R greedy decode steps (row 0 = prefill's last row = prompt_logits), from generate(
                             output_logits=True) with the KV cache.
     case.json               image (file name: "snowman.png" = ../shared/assets/snowman.png, "synthetic.png" = in
                             the fixture dir), prompt, prompt_ids, image_mask (image_embeds_position_mask),
@@ -44,8 +44,10 @@ For each model M in {tiny_f32, tiny_bf16} it writes tests/fixtures/M/:
                             other args, generated ids only), text (decode of prompt_ids+greedy_ids with the
                             FAST tokenizer rules of KOSMOS2-SPEC.md 6.4, emulated by `fast_decode()`),
                             processed_text / caption / entities (processor.post_process_generation(text,
-                            cleanup_and_extract=False) and (text)), and the same text/caption/entities
-                            for beam3 (beam3_text, beam3_caption, beam3_entities).
+                            cleanup_and_extract=False) and (text); entities as [[name, [start, end],
+                            [[x1, y1, x2, y2], ...]], ...]), and the same for beam3 (beam3_text,
+                            beam3_processed_text, beam3_caption, beam3_entities); also max_new_tokens and
+                            no_repeat_ngram_size.
   ref/summary.json          the model's config values and the list of cases.
 
 `--check` (also run at the end of a normal run) reloads each directory with from_pretrained and verifies that
@@ -106,7 +108,8 @@ CASES = [
 ]
 
 GEN = dict(max_new_tokens=48, no_repeat_ngram_size=3, do_sample=False, use_cache=True)
-N_STEPS = 5
+N_STEPS = 5  # rows of step_logits (fewer when generation stops at EOS earlier)
+EOS_GAIN = 2.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -263,7 +266,8 @@ def init_params(model, seed, proj_gain):
     that the tied lm_head does not just predict the current token again and greedy text varies); every bias
     (LayerNorm or Linear) 0.1 N(0,1); Linear/conv weights N(0,1)/sqrt(fan_in); text embeddings 0.5 N(0,1);
     class/position embeddings 0.5 N(0,1); latent queries 0.2 N(0,1); image_to_text_projection.dense.weight
-    additionally scaled by proj_gain (so the image changes the logits by several units)."""
+    additionally scaled by proj_gain (so the image changes the logits by several units); finally the
+    embedding row of </s> (id 2) is multiplied by EOS_GAIN so that some cases stop at EOS."""
     g = torch.Generator().manual_seed(seed)
     ln_names = set()
     for mname, m in model.named_modules():
@@ -292,6 +296,7 @@ def init_params(model, seed, proj_gain):
         else:
             raise RuntimeError("unhandled parameter " + name)
         p.copy_(v)
+    model.text_model.model.embed_tokens.weight[2] *= EOS_GAIN
 
 
 def save_processor(outdir, sp_path, image_size):
@@ -374,8 +379,13 @@ def safetensors_stats(path):
 
 
 def load(fixdir):
-    model = Kosmos2ForConditionalGeneration.from_pretrained(fixdir, torch_dtype=torch.float32)
+    try:
+        model = Kosmos2ForConditionalGeneration.from_pretrained(fixdir, torch_dtype=torch.float32,
+                                                                attn_implementation="eager")
+    except TypeError:  # a transformers without the argument has only eager attention anyway
+        model = Kosmos2ForConditionalGeneration.from_pretrained(fixdir, torch_dtype=torch.float32)
     model.eval()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
     proc = Kosmos2Processor.from_pretrained(fixdir, use_fast=False)
     return model, proc
 
@@ -385,7 +395,7 @@ def entities_json(ents):
 
 
 @torch.no_grad()
-def run_case(model, proc, fixdir, image_name, prompt):
+def run_case(model, proc, fixdir, image_name, prompt, with_beam=True):
     image = load_image(image_name, fixdir)
     enc = proc(text=prompt, images=image, return_tensors="pt")
     pv, ids, am, im = enc["pixel_values"], enc["input_ids"], enc["attention_mask"], enc["image_embeds_position_mask"]
@@ -402,15 +412,16 @@ def run_case(model, proc, fixdir, image_name, prompt):
                        return_dict_in_generate=True, **GEN)
     plen = ids.shape[1]
     greedy = g.sequences[0, plen:].tolist()
-    assert len(g.logits) >= N_STEPS, "greedy stopped before %d steps" % N_STEPS
-    step_logits = torch.stack([g.logits[k][0] for k in range(N_STEPS)])
+    step_logits = torch.stack([g.logits[k][0] for k in range(min(N_STEPS, len(g.logits)))])
     margins = []
     for s in g.scores:
         top = torch.topk(s[0], 2).values
         margins.append(float(top[0] - top[1]))
-    b = model.generate(pixel_values=pv, input_ids=ids, attention_mask=am, image_embeds=None,
-                       image_embeds_position_mask=im, num_beams=3, **GEN)
-    beam = b[0, plen:].tolist()
+    beam = None
+    if with_beam:
+        b = model.generate(pixel_values=pv, input_ids=ids, attention_mask=am, image_embeds=None,
+                           image_embeds_position_mask=im, num_beams=3, **GEN)
+        beam = b[0, plen:].tolist()
     arrays = {
         "pixel_values": pv.numpy().astype("<f4"),
         "vision_hidden": vision_hidden.numpy().astype("<f4"),
@@ -422,7 +433,9 @@ def run_case(model, proc, fixdir, image_name, prompt):
     info = {"image": image_name, "prompt": prompt, "prompt_ids": prompt_ids, "image_mask": im[0].tolist(),
             "max_new_tokens": GEN["max_new_tokens"], "no_repeat_ngram_size": GEN["no_repeat_ngram_size"],
             "greedy_ids": greedy, "greedy_margins": margins, "beam3_ids": beam}
-    for key, gen_ids in (("", greedy), ("beam3_", beam)):
+    if beam is None:
+        del info["beam3_ids"]
+    for key, gen_ids in (("", greedy), ("beam3_", beam)) if beam is not None else (("", greedy),):
         text = fast_decode(proc.tokenizer, prompt_ids + gen_ids)
         cap, ents = proc.post_process_generation(text)
         info[key + "text"] = text

@@ -21,7 +21,14 @@ fixtures of make_fixtures.py, scaled to the full sizes:
   LayerNorm weights 1 + 0.2 N(0,1) (the text model's final layer_norm: N(0,1)); every bias 0.1 N(0,1);
   Linear/conv weights N(0,1)/sqrt(fan_in); text embed_tokens 3/sqrt(2048) N(0,1); class/position embeddings
   0.5 N(0,1); latent_query 0.2 N(0,1); image_to_text_projection.dense.weight 3.5 N(0,1) (scaled up so the
-  image matters).  bfloat16 = the float32 values rounded to nearest-even.
+  image matters); embed_tokens row 2 (</s>) times make_fixtures.EOS_GAIN.  bfloat16 = the float32 values
+  rounded to nearest-even.
+--refs 0,2 additionally writes OUT_DIR/ref/ (tensors.json, case<k>/ for make_fixtures.CASES[k], and
+synthetic.png in OUT_DIR), same files and meaning as the tiny fixtures but greedy only (no beam3_* keys).
+Note: Debian's torch here uses the netlib reference BLAS (~0.25 GFLOP/s): a full-size prefill takes ~15 min.
+For --refs, use OpenBLAS for this process only (results differ from netlib only by rounding):
+  apt-get download libopenblas0-pthread && dpkg -x libopenblas0-pthread_*.deb ob
+  LD_LIBRARY_PATH=$PWD/ob/usr/lib/x86_64-linux-gnu/openblas-pthread $PY scripts/make_fullsize.py OUT --refs 0,2
 --verify-load additionally loads OUT_DIR with Kosmos2ForConditionalGeneration.from_pretrained and compares a
 few tensors with the file (needs ~2x the checkpoint size in RAM for float32; slow).
 """
@@ -139,6 +146,8 @@ def write_safetensors(path, table, dtype, seed):
                 v *= np.float32(scale)
                 if offset:
                     v += np.float32(offset)
+                if name == "text_model.model.embed_tokens.weight" and left == int(np.prod(shape)):
+                    v[2 * shape[1]:3 * shape[1]] *= np.float32(mf.EOS_GAIN)  # row of </s>, as in the fixtures
                 f.write((v.astype("<f4") if esize == 4 else to_bf16_bits(v)).tobytes())
                 left -= k
     return 8 + len(hjson) + off
@@ -176,7 +185,7 @@ def write_refs(out, cases):
     for k in cases:
         t = time.time()
         image_name, prompt = mf.CASES[k]
-        arrays, info = mf.run_case(model, proc, out, image_name, prompt)
+        arrays, info = mf.run_case(model, proc, out, image_name, prompt, with_beam=False)
         cdir = os.path.join(ref, "case%d" % k)
         os.makedirs(cdir, exist_ok=True)
         for n, a in arrays.items():
