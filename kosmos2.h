@@ -155,7 +155,7 @@ typedef int (*kosmos2_progress_callback)(const char *tensor, const char *type, i
 /* Write the loaded model as one self-contained GGUF file (weights, config, tokenizer,
  * preprocessing), 64-byte aligned, with the large matrices in `type`: "f32", "f16", "bf16", "q8_0"
  * or "q4_0". Quantized files keep 1-D tensors and embeddings of positions in float32, the token
- * embedding (= lm_head) in q8_0, and rows that are not a multiple of 32 in float16; progress (may
+ * embedding (= lm_head) in float16, and rows that are not a multiple of 32 in float16; progress (may
  * be NULL) is told each tensor's chosen type. kosmos2_model_load(path.gguf) maps it back. */
 int kosmos2_model_save_gguf(const kosmos2_model *model, const char *path, const char *type,
                             kosmos2_progress_callback progress, void *user_data);
@@ -669,6 +669,12 @@ static int kosmos2__file_open(const char *path, int use_mmap, kosmos2__file *f) 
     }
 #endif
     (void)use_mmap;
+#ifdef KOSMOS2__HAVE_MMAP
+    {   /* a directory opens with fopen but has no size (ftell gives LONG_MAX): refuse it first */
+        struct stat st;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return kosmos2__fail(KOSMOS2_E_IO, "%s: not a regular file", path);
+    }
+#endif
     fp = fopen(path, "rb");
     if (!fp) return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fseek(fp, 0, SEEK_END) != 0 || (sz = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
@@ -778,7 +784,7 @@ static int kosmos2__safetensors_parse(const char *path, const kosmos2__file *f, 
             rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s': missing or malformed dtype/shape/data_offsets", path, root.keys[i]);
             goto fail;
         }
-        esz = kosmos2__dtype_size(dt->str);
+        esz = strlen(dt->str) == dt->len ? kosmos2__dtype_size(dt->str) : 0; /* "F32\u0000x" is not F32 */
         if (!esz) { rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s': unknown dtype '%.16s'", path, root.keys[i], dt->str); goto fail; }
         if (sh->len > 8) { rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s': %zu dimensions (max 8)", path, root.keys[i], sh->len); goto fail; }
         if (*n_tensors % 64 == 0) {
@@ -802,7 +808,8 @@ static int kosmos2__safetensors_parse(const char *path, const kosmos2__file *f, 
             count *= (uint64_t)ts->shape[d];
         }
         if (off->items[0].type != KOSMOS2__JNUM || off->items[1].type != KOSMOS2__JNUM || off->items[0].num < 0 ||
-            off->items[1].num < off->items[0].num || off->items[1].num > (double)data_size) {
+            off->items[1].num < off->items[0].num || off->items[1].num > (double)data_size ||
+            off->items[0].num != floor(off->items[0].num) || off->items[1].num != floor(off->items[1].num)) {
             rc = kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor '%s': data_offsets outside the data section (%zu bytes)", path, root.keys[i], data_size);
             goto fail;
         }
@@ -993,14 +1000,18 @@ static int kosmos2__config_from_json(const kosmos2__json *root, kosmos2_config *
 static int kosmos2__size_of(const kosmos2__json *s, int square, int *w, int *h) {
     const kosmos2__json *a;
     if (!s || s->type == KOSMOS2__JNULL) return 0;
-    if (s->type == KOSMOS2__JNUM) { *w = *h = (int)s->num; return 0; }
+    /* sizes are clamped to [-1, 1e6] before the int conversion (out-of-range doubles are UB to convert);
+     * anything outside 1..8192 is refused by the caller */
+#define KOSMOS2__SIZE(x) ((x) > 1e6 || !((x) >= -1) ? -1 : (int)(x))
+    if (s->type == KOSMOS2__JNUM) { *w = *h = KOSMOS2__SIZE(s->num); return 0; }
     if (s->type != KOSMOS2__JOBJ) return kosmos2__fail(KOSMOS2_E_FORMAT, "size must be an object");
-    if ((a = kosmos2__json_get(s, "height")) && a->type == KOSMOS2__JNUM) *h = (int)a->num;
-    if ((a = kosmos2__json_get(s, "width")) && a->type == KOSMOS2__JNUM) *w = (int)a->num;
+    if ((a = kosmos2__json_get(s, "height")) && a->type == KOSMOS2__JNUM) *h = KOSMOS2__SIZE(a->num);
+    if ((a = kosmos2__json_get(s, "width")) && a->type == KOSMOS2__JNUM) *w = KOSMOS2__SIZE(a->num);
     if ((a = kosmos2__json_get(s, "shortest_edge")) && a->type == KOSMOS2__JNUM) {
         if (!square) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "aspect-preserving resize (size.shortest_edge without use_square_size) is not supported");
-        *w = *h = (int)a->num;
+        *w = *h = KOSMOS2__SIZE(a->num);
     }
+#undef KOSMOS2__SIZE
     return 0;
 }
 
@@ -1398,16 +1409,18 @@ static uint32_t kosmos2__ggml_type_of(kosmos2__dtype t) {
     }
 }
 
-/* The type a tensor gets when quantizing to `want`: large matrices take `want`; embeddings keep
- * q8_0 (the tied lm_head reads them); 1-D tensors, the class/position embeddings and the latent
- * queries stay float32; rows that are not a multiple of 32 cannot be block-quantized: float16. */
+/* The type a tensor gets when quantizing to `want`: large matrices take `want`; the token
+ * embedding stays float16 (it is also the tied lm_head: in q8_0 it alone doubled the logits'
+ * error, measured by test_gguf_quantized_accuracy); 1-D tensors, the class/position embeddings and
+ * the latent queries stay float32; rows that are not a multiple of 32 cannot be block-quantized:
+ * float16. */
 static kosmos2__dtype kosmos2__quant_choice(const kosmos2__tensor *t, kosmos2__dtype want) {
     int64_t cols = t->shape[t->ndim - 1];
     int is_q = want == KOSMOS2__Q8_0 || want == KOSMOS2__Q4_0;
     if (t->ndim < 2 || strstr(t->name, "position_embedding") || strstr(t->name, "latent_query") || strstr(t->name, "class_embedding")) return KOSMOS2__F32;
     if (!is_q) return want;
     if (cols % 32 || strstr(t->name, "patch_embedding")) return KOSMOS2__F16;
-    if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return KOSMOS2__Q8_0;
+    if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return KOSMOS2__F16;
     return want;
 }
 
@@ -1668,6 +1681,7 @@ int kosmos2_model_load(const char *path, const kosmos2_model_params *params, kos
     m = (kosmos2_model *)kosmos2__calloc(1, sizeof *m);
     if (!m) return KOSMOS2_E_NOMEM;
     m->n_threads = mp.n_threads;
+    (void)kosmos2__kernels_isa(); /* detect the CPU now, not lazily in contexts racing on other threads */
     if (!kosmos2__is_dir(path) && kosmos2__file_exists(path)) rc = kosmos2__load_gguf(m, path, mp.use_mmap);
     else rc = kosmos2__load_dir(m, path, mp.use_mmap);
     if (rc) { kosmos2_model_free(m); return rc; }
@@ -2461,10 +2475,12 @@ int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const cha
     if (!ctx) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_generate: context is NULL");
     m = ctx->m; c = &m->cfg;
     if (!prompt) prompt = "<grounding>An image of";
+    if (p.max_new_tokens < 0) return kosmos2__fail(KOSMOS2_E_INVALID, "max_new_tokens must be >= 0"); /* before sizing buffers by it */
     /* boxes -> markup in the prompt */
     if ((rc = kosmos2_prompt_attach_boxes(prompt, boxes, boxes ? n_box_groups : 0, &out->prompt)) != 0) goto end;
     /* prompt -> ids (+ image slots) */
     n_img = image ? c->latent_query_num : 0;
+    if (strlen(out->prompt) > (size_t)INT_MAX / 8) { rc = kosmos2__fail(KOSMOS2_E_LIMIT, "prompt of %zu bytes is too long", strlen(out->prompt)); goto end; }
     cap = (int)strlen(out->prompt) + n_img + 16;
     for (;;) { /* ids [cap] and image mask [cap]; retried once with the exact size if too small */
         out->prompt_ids = (int32_t *)kosmos2__alloc((size_t)cap * sizeof(int32_t));

@@ -494,6 +494,181 @@ static void test_gguf_hostile(void) {
     free(orig);
 }
 
+/* ---- a random checkpoint whose matrices can be block-quantized (rows of 64/128) ---- */
+typedef struct { char name[128]; int ndim; int64_t shape[4]; } test_tensor_spec;
+
+/* Every tensor of the architecture for config c (the names kosmos2__bind_weights asks for). */
+static int test_arch_tensors(const kosmos2_config *c, test_tensor_spec *t, int cap) {
+    int n = 0, i, j;
+    int64_t Dv = c->vision_hidden, Fv = c->vision_intermediate, D = c->text_hidden, F = c->ffn_dim, V = c->vocab_size;
+    int64_t N = (int64_t)(c->image_size / c->patch_size) * (c->image_size / c->patch_size) + 1;
+    static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+#define T_ADD(nd, a, b, c2, d, ...) do { if (n < cap) { snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__); t[n].ndim = nd; \
+    t[n].shape[0] = a; t[n].shape[1] = b; t[n].shape[2] = c2; t[n].shape[3] = d; n++; } } while (0)
+    T_ADD(4, Dv, 3, c->patch_size, c->patch_size, "vision_model.model.embeddings.patch_embedding.weight");
+    T_ADD(1, Dv, 0, 0, 0, "vision_model.model.embeddings.class_embedding");
+    T_ADD(2, N, Dv, 0, 0, "vision_model.model.embeddings.position_embedding.weight");
+    T_ADD(1, Dv, 0, 0, 0, "vision_model.model.pre_layrnorm.weight"); T_ADD(1, Dv, 0, 0, 0, "vision_model.model.pre_layrnorm.bias");
+    T_ADD(1, Dv, 0, 0, 0, "vision_model.model.post_layernorm.weight"); T_ADD(1, Dv, 0, 0, 0, "vision_model.model.post_layernorm.bias");
+    for (i = 0; i < c->vision_layers; i++) {
+        for (j = 1; j <= 2; j++) {
+            T_ADD(1, Dv, 0, 0, 0, "vision_model.model.encoder.layers.%d.layer_norm%d.weight", i, j);
+            T_ADD(1, Dv, 0, 0, 0, "vision_model.model.encoder.layers.%d.layer_norm%d.bias", i, j);
+        }
+        for (j = 0; j < 4; j++) {
+            T_ADD(2, Dv, Dv, 0, 0, "vision_model.model.encoder.layers.%d.self_attn.%s.weight", i, proj[j]);
+            T_ADD(1, Dv, 0, 0, 0, "vision_model.model.encoder.layers.%d.self_attn.%s.bias", i, proj[j]);
+        }
+        T_ADD(2, Fv, Dv, 0, 0, "vision_model.model.encoder.layers.%d.mlp.fc1.weight", i); T_ADD(1, Fv, 0, 0, 0, "vision_model.model.encoder.layers.%d.mlp.fc1.bias", i);
+        T_ADD(2, Dv, Fv, 0, 0, "vision_model.model.encoder.layers.%d.mlp.fc2.weight", i); T_ADD(1, Dv, 0, 0, 0, "vision_model.model.encoder.layers.%d.mlp.fc2.bias", i);
+    }
+    T_ADD(2, D, Dv, 0, 0, "image_to_text_projection.dense.weight"); T_ADD(1, D, 0, 0, 0, "image_to_text_projection.dense.bias");
+    T_ADD(2, c->latent_query_num, D, 0, 0, "image_to_text_projection.latent_query");
+    for (j = 0; j < 4; j++) {
+        T_ADD(2, D, D, 0, 0, "image_to_text_projection.x_attn.%s.weight", proj[j]);
+        T_ADD(1, D, 0, 0, 0, "image_to_text_projection.x_attn.%s.bias", proj[j]);
+    }
+    T_ADD(2, V, D, 0, 0, "text_model.model.embed_tokens.weight");
+    T_ADD(1, D, 0, 0, 0, "text_model.model.layer_norm.weight"); T_ADD(1, D, 0, 0, 0, "text_model.model.layer_norm.bias");
+    for (i = 0; i < c->text_layers; i++) {
+        static const char *lns[] = {"self_attn_layer_norm", "self_attn.inner_attn_ln", "final_layer_norm"};
+        for (j = 0; j < 3; j++) {
+            T_ADD(1, D, 0, 0, 0, "text_model.model.layers.%d.%s.weight", i, lns[j]);
+            T_ADD(1, D, 0, 0, 0, "text_model.model.layers.%d.%s.bias", i, lns[j]);
+        }
+        T_ADD(1, F, 0, 0, 0, "text_model.model.layers.%d.ffn.ffn_layernorm.weight", i); T_ADD(1, F, 0, 0, 0, "text_model.model.layers.%d.ffn.ffn_layernorm.bias", i);
+        for (j = 0; j < 4; j++) {
+            T_ADD(2, D, D, 0, 0, "text_model.model.layers.%d.self_attn.%s.weight", i, proj[j]);
+            T_ADD(1, D, 0, 0, 0, "text_model.model.layers.%d.self_attn.%s.bias", i, proj[j]);
+        }
+        T_ADD(2, F, D, 0, 0, "text_model.model.layers.%d.ffn.fc1.weight", i); T_ADD(1, F, 0, 0, 0, "text_model.model.layers.%d.ffn.fc1.bias", i);
+        T_ADD(2, D, F, 0, 0, "text_model.model.layers.%d.ffn.fc2.weight", i); T_ADD(1, D, 0, 0, 0, "text_model.model.layers.%d.ffn.fc2.bias", i);
+    }
+#undef T_ADD
+    return n;
+}
+
+/* Write a float32 checkpoint directory with random weights (LayerNorm weights ~1, biases small,
+ * matrices ~N(0, 1/fan_in)) for the config text `config_json`, reusing tiny_f32's tokenizer. */
+static int test_make_random_checkpoint(const char *dir, const char *config_json, unsigned seed) {
+    static test_tensor_spec t[512];
+    kosmos2__json js;
+    kosmos2_config c;
+    char p[512], *hdr;
+    size_t o = 0, cap = 1 << 18, hl;
+    int64_t off = 0;
+    int n, i, d;
+    FILE *f;
+    uint64_t rng = seed * 2654435761u + 1;
+    mkdir("build", 0755); mkdir("build/tmp", 0755); mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/config.json", dir); test_write_text(p, config_json);
+    snprintf(p, sizeof p, "%s/sentencepiece.bpe.model", dir); test_copy_file("tests/fixtures/tiny_f32/sentencepiece.bpe.model", p);
+    if (kosmos2__json_parse(config_json, strlen(config_json), &js)) return -1;
+    if (kosmos2__config_from_json(&js, &c)) { kosmos2__json_free(&js); return -1; }
+    kosmos2__json_free(&js);
+    n = test_arch_tensors(&c, t, 512);
+    hdr = (char *)malloc(cap);
+    o += (size_t)snprintf(hdr + o, cap - o, "{");
+    for (i = 0; i < n; i++) {
+        int64_t cnt = 1;
+        for (d = 0; d < t[i].ndim; d++) cnt *= t[i].shape[d];
+        o += (size_t)snprintf(hdr + o, cap - o, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", i ? "," : "", t[i].name);
+        for (d = 0; d < t[i].ndim; d++) o += (size_t)snprintf(hdr + o, cap - o, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
+        o += (size_t)snprintf(hdr + o, cap - o, "],\"data_offsets\":[%lld,%lld]}", (long long)off, (long long)(off + cnt * 4));
+        off += cnt * 4;
+    }
+    o += (size_t)snprintf(hdr + o, cap - o, "}");
+    while (o % 8) hdr[o++] = ' ';
+    hl = o;
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    f = fopen(p, "wb");
+    if (!f) { free(hdr); return -1; }
+    for (d = 0; d < 8; d++) fputc((int)((hl >> (8 * d)) & 255), f);
+    fwrite(hdr, 1, hl, f);
+    for (i = 0; i < n; i++) {
+        int64_t cnt = 1, k;
+        double fan_in = t[i].ndim >= 2 ? (double)(cnt = 1, t[i].shape[t[i].ndim - 1]) : 1.0, scale;
+        int is_norm_w = strstr(t[i].name, "norm") != NULL && strstr(t[i].name, ".weight") != NULL;
+        int is_ln = strstr(t[i].name, "layrnorm") || strstr(t[i].name, "norm") || strstr(t[i].name, "_ln");
+        for (d = 0; d < t[i].ndim; d++) cnt *= t[i].shape[d];
+        if (t[i].ndim == 4) fan_in = (double)(t[i].shape[1] * t[i].shape[2] * t[i].shape[3]);
+        scale = t[i].ndim >= 2 ? 1.0 / sqrt(fan_in) : 0.1;
+        if (strstr(t[i].name, "embed_tokens") || strstr(t[i].name, "embedding") || strstr(t[i].name, "latent_query")) scale = 0.5;
+        if (strstr(t[i].name, "dense.weight")) scale *= 20;
+        for (k = 0; k < cnt; k++) {
+            double u1, u2, g;
+            float v;
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; u1 = ((rng >> 11) + 0.5) / 9007199254740992.0;
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; u2 = ((rng >> 11) + 0.5) / 9007199254740992.0;
+            g = sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+            v = (float)((is_norm_w || (is_ln && strstr(t[i].name, ".weight"))) ? 1.0 + 0.2 * g : g * scale);
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    fclose(f);
+    free(hdr);
+    return 0;
+}
+
+/* Relative RMS error of a against b. */
+static double test_rel_rms(const float *a, const float *b, int n) {
+    double num = 0, den = 0;
+    int i;
+    for (i = 0; i < n; i++) { num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); den += (double)b[i] * b[i]; }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* q8_0 / q4_0 prompt logits stay close to float32 on a random model whose rows are multiples of 32
+ * (the bound the speed issue sets for the full-size model: q8_0 < 1%, q4_0 < 5% relative RMS). */
+static void test_gguf_quantized_accuracy(void) {
+    const char *cfg = "{\"model_type\": \"kosmos-2\", \"latent_query_num\": 64,"
+                      " \"text_config\": {\"vocab_size\": 2037, \"embed_dim\": 128, \"layers\": 2, \"attention_heads\": 2, \"ffn_dim\": 256, \"no_repeat_ngram_size\": 3},"
+                      " \"vision_config\": {\"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"image_size\": 28, \"patch_size\": 14}}";
+    static const char *types[] = {"f32", "q8_0", "q4_0"};
+    float *logits[3] = {NULL, NULL, NULL};
+    kosmos2_model *m = NULL;
+    int i, V = 2037;
+    CHECK(test_make_random_checkpoint("build/tmp/random_q", cfg, 7) == 0, "random checkpoint");
+    CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &m));
+    if (!m) return;
+    for (i = 0; i < 3; i++) {
+        char path[128];
+        kosmos2_model *g = NULL;
+        kosmos2_context *ctx = NULL;
+        kosmos2_image img;
+        float px[3 * 28 * 28];
+        int32_t ids[128];
+        uint8_t mask[128];
+        int n, k;
+        unsigned char rgb[40 * 30 * 3];
+        snprintf(path, sizeof path, "build/tmp/random_%s.gguf", types[i]);
+        CHECK_OK(kosmos2_model_save_gguf(m, path, types[i], NULL, NULL));
+        CHECK_OK(kosmos2_model_load(path, NULL, &g));
+        if (!g) continue;
+        for (k = 0; k < (int)sizeof rgb; k++) rgb[k] = (unsigned char)((k * 37) ^ (k >> 5));
+        CHECK_OK(kosmos2_image_from_pixels(rgb, 40, 30, 3, 0, &img));
+        CHECK_OK(kosmos2_image_preprocess(&img, kosmos2_model_preprocess_config(g), px));
+        n = kosmos2_prompt_ids(kosmos2_model_tokenizer(g), "<grounding>An image of", 64, ids, mask, 128);
+        logits[i] = (float *)malloc((size_t)V * 4);
+        CHECK(n > 64 && n < 128, "prompt");
+        CHECK_OK(kosmos2_context_new(g, NULL, &ctx));
+        CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+        CHECK_OK(kosmos2_decode(ctx, ids, n, mask, logits[i]));
+        kosmos2_context_free(ctx);
+        kosmos2_image_free(&img);
+        kosmos2_model_free(g);
+    }
+    if (logits[0] && logits[1] && logits[2]) {
+        double e8 = test_rel_rms(logits[1], logits[0], V), e4 = test_rel_rms(logits[2], logits[0], V);
+        printf("    prompt logits relative RMS error vs f32: q8_0 %.3f%%  q4_0 %.3f%%\n", 100 * e8, 100 * e4);
+        CHECK(e8 < 0.01, "q8_0 relative RMS error %.4f", e8);
+        CHECK(e4 < 0.05, "q4_0 relative RMS error %.4f", e4);
+        CHECK(e8 > 0 && e4 > e8, "quantization changed the logits (q4_0 more than q8_0)");
+    }
+    for (i = 0; i < 3; i++) free(logits[i]);
+    kosmos2_model_free(m);
+}
+
 static void tests_loader(void) {
     RUN(test_json_parser);
     RUN(test_loader_checksums);
@@ -504,4 +679,5 @@ static void tests_loader(void) {
     RUN(test_loader_zero_copy);
     RUN(test_gguf_roundtrip);
     RUN(test_gguf_hostile);
+    RUN(test_gguf_quantized_accuracy);
 }
