@@ -1,16 +1,21 @@
 # kosmos2.h build: `make` builds build/kosmos2 (the CLI) and build/minimal, `make test` runs the tests.
 #   make test | asan | ubsan    unit + CLI tests (asan/ubsan also build the CLI with the sanitizer)
 #   make demo [MODEL=DIR]       download the official checkpoint (or use DIR) and annotate snowman.jpg
+#   make bench [FULLSIZE=DIR]   per-stage speed on a full-size random checkpoint, vs the machine's limits
+#   make check-fullsize         the model tests on that checkpoint (against its transformers references)
+#   make test-libjpeg           the image tests with JPEG decoded by libjpeg-turbo (Pillow-exact)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    = -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
 OMP     = -fopenmp
 LDLIBS  = -lm
-HDRS    = kosmos2.h $(wildcard parts/*.h)
+HDRS    = kosmos2.h
 TESTSRC = $(wildcard tests/*.c tests/*.h)
 ASAN    = -O1 -g -fsanitize=address -fno-omit-frame-pointer
 UBSAN   = -O1 -g -fsanitize=undefined -fno-sanitize-recover=undefined
 MODEL   ?= models/kosmos-2-patch14-224
+FULLSIZE ?= build/fullsize
+THREADS ?= 0
 
 all: build/kosmos2 build/minimal
 
@@ -33,7 +38,12 @@ build/cxx_check.o: $(HDRS) | build
 
 # tests/test_cli.c runs the programs named by KOSMOS2_CLI and KOSMOS2_MINIMAL (default build/kosmos2,
 # build/minimal); the sanitizer runs point them at sanitized builds.
-test: build/test build/kosmos2 build/minimal build/cxx_check.o
+# and without OpenMP (the loops then run serially)
+build/noomp_check.o: $(HDRS) | build
+	printf '#define KOSMOS2_IMPLEMENTATION\n#include "kosmos2.h"\n' > build/noomp_check.c
+	$(CC) $(WARN) -O2 -I. -c build/noomp_check.c -o $@
+
+test: build/test build/kosmos2 build/minimal build/cxx_check.o build/noomp_check.o
 	./build/test
 
 build/test-asan: $(TESTSRC) $(HDRS) | build
@@ -65,7 +75,31 @@ ubsan: build/test-ubsan build/kosmos2-ubsan build/minimal-ubsan
 demo: build/kosmos2
 	scripts/download_model.sh $(MODEL)
 
+# JPEG through libjpeg-turbo with Pillow's settings (Debian: libjpeg62-turbo-dev): bit-exact pixels
+build/test-libjpeg: $(TESTSRC) $(HDRS) | build
+	$(CC) $(WARN) $(CFLAGS) $(OMP) -DKOSMOS2_USE_LIBJPEG -I. -o $@ tests/test_main.c $(LDLIBS) -ljpeg
+
+test-libjpeg: build/test-libjpeg
+	./build/test-libjpeg image
+
+build/bench: tests/bench.c tests/bench_kernels.c $(HDRS) | build
+	$(CC) -std=gnu11 -Wall -Wextra -Werror $(CFLAGS) $(OMP) -I. -o $@ tests/bench.c $(LDLIBS)
+
+build/bench_kernels: tests/bench_kernels.c $(HDRS) | build
+	$(CC) -std=gnu11 -Wall -Wextra -Werror $(CFLAGS) $(OMP) -I. -o $@ tests/bench_kernels.c $(LDLIBS)
+
+# FULLSIZE: a checkpoint made by `scripts/make_fullsize.py DIR` (random weights, real shapes,
+# 6.7 GB; needs the transformers reference environment, see the script). The GGUF conversions are
+# made once next to it.
+bench: build/bench build/kosmos2
+	@test -f $(FULLSIZE)/config.json || { echo "make bench: no full-size checkpoint in $(FULLSIZE); make one with scripts/make_fullsize.py $(FULLSIZE) or pass FULLSIZE=DIR"; exit 1; }
+	@for t in bf16 q8_0 q4_0; do test -f $(FULLSIZE)/kosmos2-$$t.gguf || ./build/kosmos2 quantize $(FULLSIZE) $(FULLSIZE)/kosmos2-$$t.gguf --type $$t 2>/dev/null || exit 1; done
+	./build/bench -t $(THREADS) $(FULLSIZE) $(FULLSIZE)/kosmos2-bf16.gguf $(FULLSIZE)/kosmos2-q8_0.gguf $(FULLSIZE)/kosmos2-q4_0.gguf
+
+check-fullsize: build/test
+	KOSMOS2_FULLSIZE=$(FULLSIZE) ./build/test model_fullsize
+
 clean:
 	rm -rf build
 
-.PHONY: all test asan ubsan demo clean
+.PHONY: all test asan ubsan demo bench check-fullsize test-libjpeg clean

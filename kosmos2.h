@@ -40,18 +40,21 @@
  *  TABLE OF CONTENTS  (search for the banner text, e.g. "[7] VISION ENCODER")
  * ============================================================================================
  *   PUBLIC API
- *     errors, model & context, tokenizer, images, generation
+ *     errors, tokenizer, images, grounding, model & context, generation
  *   IMPLEMENTATION
- *     [1] PLATFORM        allocation, errors, files, mmap, threads
+ *     [1] PLATFORM        allocation, errors, files, mmap, timing
  *     [2] PARSERS         JSON, safetensors
- *     [3] CHECKPOINT      config.json, tensors by name, shapes checked
- *     [4] TOKENIZER       SentencePiece protobuf, normaliser, unigram/BPE, ids, decode
- *     [5] IMAGE           decode, Pillow-exact bicubic resize, normalise
- *     [6] KERNELS         matmul, layernorm, softmax, activations
- *     [7] VISION ENCODER  CLIP ViT
- *     [8] RESAMPLER       image-to-text projection (64 latent queries)
- *     [9] TEXT DECODER    sub-LN transformer with KV cache
- *     [10] GENERATION     greedy / beam / sampling, no-repeat n-gram
+ *     [3] TOKENIZER       SentencePiece protobuf, normaliser, unigram/BPE, XLM-R ids, decoding
+ *     [4] IMAGE           decode (stb_image / libjpeg), Pillow-exact bicubic resize, normalise
+ *     [5] KERNELS         weight types, quantization, matrix products (scalar / AVX2 / AVX-512)
+ *     [6] CHECKPOINT      config.json, tensors by name with shapes checked, GGUF read/write
+ *     [7] MODEL OPS       layer norm, activations, softmax, attention
+ *     [8] CONTEXT         KV cache, per-thread state
+ *     [9] VISION ENCODER  CLIP ViT
+ *     [10] RESAMPLER      image-to-text projection (64 latent queries)
+ *     [11] TEXT DECODER   sub-LN transformer with KV cache
+ *     [12] GENERATION     greedy / beam / sampling, no-repeat n-gram, the whole pipeline
+ *     [13] GROUNDING      boxes -> markup, generated markup -> caption + entities
  *   LICENCE
  */
 #ifndef KOSMOS2_H
@@ -83,14 +86,235 @@ enum {
 const char *kosmos2_last_error(void);
 /* A short name for an error code ("format error", ...). */
 const char *kosmos2_strerror(int code);
+/* Free memory the library returned to the caller (strings from kosmos2_prompt_attach_boxes,
+ * kosmos2_phrase_markup, ...), with the library's allocator. */
+void kosmos2_free(void *p);
 
-/* During development the tokenizer and image sections live in parts/ and are inlined later. */
-#define KOSMOS2__PART_API
-#include "parts/tokenizer.h"
-#include "parts/image.h"
-#include "parts/grounding.h"
-#include "parts/kernels.h"
-#undef KOSMOS2__PART_API
+/* ============================================================================================
+ *  PUBLIC API: tokenizer
+ * ============================================================================================
+ *  The Kosmos-2 tokenizer = Hugging Face's XLMRobertaTokenizerFast built from a SentencePiece
+ *  `.model` file (UNIGRAM or BPE), plus the 1035 Kosmos-2 tags that Kosmos2Processor adds.
+ *  Ids:  0 <s>, 1 <pad>, 2 </s>, 3 <unk>, piece j >= 3 -> j + 1, <mask> = n_pieces + 1,
+ *        then </doc> <image> </image> </chunk> </line> <phrase> </phrase> <object> </object>
+ *        </delimiter_of_multi_objects/> <grounding> <patch_index_0000> .. <patch_index_1023>.
+ *  A tokenizer is read-only after loading; any number of threads may use it at once. */
+typedef struct kosmos2_tokenizer kosmos2_tokenizer;
+
+/* Load a SentencePiece model file (e.g. <model_dir>/sentencepiece.bpe.model). */
+int kosmos2_tokenizer_load_file(const char *spm_model_path, kosmos2_tokenizer **out);
+/* Same, from bytes in memory (copied; `data` may be freed afterwards). */
+int kosmos2_tokenizer_load_memory(const void *data, size_t size, kosmos2_tokenizer **out);
+void kosmos2_tokenizer_free(kosmos2_tokenizer *tok);
+/* Number of ids (65037 for Kosmos-2). */
+int kosmos2_tokenizer_vocab_size(const kosmos2_tokenizer *tok);
+
+/* UTF-8 text -> ids, as `tokenizer(text, add_special_tokens=False)` of the fast tokenizer
+ * (tags and <s> </s> <pad> <unk> <mask> written in the text are matched as tokens).
+ * Writes at most `cap` ids and returns how many there are in total (call again with a bigger
+ * buffer if that is > cap; ids may be NULL when cap is 0), or a negative error code
+ * (KOSMOS2_E_INVALID for invalid UTF-8). */
+int kosmos2_tokenize(const kosmos2_tokenizer *tok, const char *utf8, int32_t *ids, int cap);
+
+/* The input ids of Kosmos2Processor(text=prompt, images=image) (add_eos_token=False):
+ * "<s>" + "<image>" + n x "<image>" + "</image>" + prompt.strip(), where the n placeholders
+ * become ids 4 .. 4+n-1 and image_mask (may be NULL) is 1 exactly at those n positions.
+ * n_image_tokens = 0: no image, just "<s>" + prompt.strip(). Returns the count like
+ * kosmos2_tokenize (nothing beyond `cap` is written). Kosmos-2 uses n_image_tokens = 64. */
+int kosmos2_prompt_ids(const kosmos2_tokenizer *tok, const char *prompt, int n_image_tokens,
+                       int32_t *ids, uint8_t *image_mask, int cap);
+
+/* ids -> text, as processor.batch_decode([ids], skip_special_tokens=skip_special)[0] with the
+ * fast tokenizer (Metaspace decoding, clean_up_tokenization_spaces). Writes a NUL-terminated
+ * string of at most cap - 1 bytes (out may be NULL when cap is 0) and returns the length of the
+ * full result (snprintf style), or a negative error code (an id out of range is an error). */
+int kosmos2_detokenize(const kosmos2_tokenizer *tok, const int32_t *ids, int n, int skip_special,
+                       char *out, size_t cap);
+
+/* The text of one id (a SentencePiece piece with its U+2581, or a tag); NULL if out of range. */
+const char *kosmos2_token_text(const kosmos2_tokenizer *tok, int32_t id);
+/* The id whose text is exactly `token_text` (tags first, then pieces); -1 if none. */
+int32_t kosmos2_token_id(const kosmos2_tokenizer *tok, const char *token_text);
+/* 1 for the special ids removed by skip_special (<s> <pad> </s> <unk> <mask>), else 0. */
+int kosmos2_token_is_special(const kosmos2_tokenizer *tok, int32_t id);
+
+/* The normalised text that the model segments for one piece of text between tags: the
+ * precompiled charsmap, right strip, space runs -> U+2581 and the U+2581 prefix (empty text
+ * stays empty). Returns strlen of the full result, snprintf style, or a negative error. Mainly
+ * for tests and debugging. */
+int kosmos2_tokenizer_normalize(const kosmos2_tokenizer *tok, const char *utf8, char *out, size_t cap);
+
+/* ============================================================================================
+ *  PUBLIC API: images
+ * ============================================================================================
+ *  An image is 8-bit RGB, row-major, 3 bytes per pixel, what Pillow's `image.convert("RGB")`
+ *  gives: alpha is DROPPED (not composited on white), gray is replicated, palettes expanded.
+ *  Decoding: stb_image for JPEG (baseline, progressive), PNG (1..16-bit, palette, gray, gray+alpha,
+ *  RGBA), BMP, GIF (first frame), TGA; binary PNM (P4/P5/P6, any maxval) is decoded here the way
+ *  Pillow does. Built with KOSMOS2_USE_LIBJPEG (link -ljpeg), JPEGs are decoded by libjpeg(-turbo)
+ *  with Pillow's decoder settings and are then bit-identical to Pillow's (tested).
+ *  Differences from Pillow 9.4 with stb_image (measured, see tests/test_image.c):
+ *   - JPEG: stb_image's IDCT/upsampling differ from libjpeg-turbo's by up to 3 levels on ~5% of
+ *     the pixels of two_dogs.jpg; after the 224x224 squash the pixel_values differ by at most 0.03
+ *     on two_dogs.jpg and corgi.jpg. A truncated JPEG is an error for Pillow and for the libjpeg
+ *     path; stb_image decodes what is there.
+ *   - GIF: pixels of the transparent colour index become black; Pillow gives their palette colour.
+ *   - Plain (ASCII) PNM P1-P3 is refused (KOSMOS2_E_UNSUPPORTED); Pillow reads it.
+ *  Same as Pillow (tested): 16-bit gray PNG is Pillow mode "I", whose convert("RGB") CLIPS values
+ *  to 255 (most pixels white); 16-bit RGB/RGBA/gray+alpha keep the high byte; CMYK JPEG (libjpeg
+ *  path) uses Pillow's inverted-CMYK formula. EXIF orientation is ignored, as Pillow's Image.open
+ *  and transformers do.
+ */
+typedef struct kosmos2_image {
+    int width, height;
+    uint8_t *rgb; /* [height, width, 3] RGB, row-major, owned (kosmos2_image_free) */
+} kosmos2_image;
+
+/* Default limit on width*height of decoded images (100 megapixels). */
+#define KOSMOS2_IMAGE_DEFAULT_MAX_PIXELS ((size_t)100000000)
+
+/* Decode an image file to RGB. max_pixels: refuse (KOSMOS2_E_LIMIT) images with more pixels,
+ * checked from the header before decoding; 0 = KOSMOS2_IMAGE_DEFAULT_MAX_PIXELS. */
+int kosmos2_image_load_file(const char *path, size_t max_pixels, kosmos2_image *out);
+/* Same from an encoded image in memory (`size` bytes). */
+int kosmos2_image_load_memory(const void *data, size_t size, size_t max_pixels, kosmos2_image *out);
+/* Copy caller pixels: channels 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (8-bit, row-major);
+ * row_stride_bytes 0 = width*channels. Converted to RGB like Pillow's convert("RGB"). */
+int kosmos2_image_from_pixels(const uint8_t *pixels, int width, int height, int channels,
+                              size_t row_stride_bytes, kosmos2_image *out);
+/* Free the pixels and zero the struct (safe on a zeroed or already freed image). */
+void kosmos2_image_free(kosmos2_image *img);
+
+/* Pillow's `Image.resize((out_width, out_height), Image.BICUBIC, reducing_gap=None)`,
+ * bit-exact: separable, antialiased when shrinking, 8-bit fixed point. */
+int kosmos2_image_resize(const kosmos2_image *in, int out_width, int out_height, kosmos2_image *out);
+
+/* What CLIPImageProcessor does (preprocessor_config.json of the model). */
+typedef struct kosmos2_preprocess_config {
+    int width, height;  /* target size (the vision model's image size) */
+    int do_convert_rgb; /* images are always RGB here; kept for the config's sake */
+    int do_resize, do_rescale, do_normalize;
+    int resample;       /* PIL filter id; 3 = bicubic is the only one supported */
+    double rescale_factor;
+    float mean[3], std[3];
+} kosmos2_preprocess_config;
+
+/* 224x224, bicubic, 1/255, OpenAI CLIP mean/std: microsoft/kosmos-2-patch14-224. */
+kosmos2_preprocess_config kosmos2_preprocess_default_config(void);
+
+/* img -> pixel_values: resize (squash, aspect not kept), x = float32(p * rescale_factor),
+ * (x - mean[c]) / std[c] in float32. out: [3, cfg->height, cfg->width] float32, CHW, RGB. */
+int kosmos2_image_preprocess(const kosmos2_image *img, const kosmos2_preprocess_config *cfg, float *out);
+
+/* Write a little-endian float32 C-order .npy file (numpy.load reads it). shape: ndim sizes. */
+int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *shape, int ndim);
+
+/* ============================================================================================
+ *  PUBLIC API: grounding (boxes -> prompt markup, generated markup -> caption + entities)
+ * ============================================================================================
+ *  Kosmos-2 writes a grounded phrase as
+ *      <phrase> a snowman</phrase><object><patch_index_0044><patch_index_0863></object>
+ *  where a patch index k = row*32 + col names a cell of a 32x32 grid over the (squashed) image; the
+ *  first index is the upper-left cell of the box, the second the lower-right cell. These functions
+ *  do exactly what transformers' Kosmos2Processor does with such text: pure string work, no model.
+ *
+ *  Coordinates are doubles because Python's are: a box read back from markup is an exact multiple
+ *  of 1/64, and a box given to the referring functions is converted with the same double arithmetic
+ *  as the processor (so 0.1 here is Python's 0.1, which a float could not promise). */
+
+/* A box in normalised image coordinates: (x1, y1) upper-left, (x2, y2) lower-right, 0..1
+ * (values outside 0..1 are possible for out-of-range patch indices). */
+typedef struct kosmos2_box {
+    double x1, y1, x2, y2;
+} kosmos2_box;
+
+/* One grounded entity of a caption. */
+typedef struct kosmos2_entity {
+    char *phrase;               /* UTF-8, whitespace-stripped; "<patch_index_A><patch_index_B>" (no zero
+                                   padding) for an <object> that has no <phrase> before it */
+    int start, end;             /* span in the caption in CODE POINTS, exactly what transformers returns
+                                   (for odd markup it may be negative, past the end, or end < start) */
+    int byte_start, byte_end;   /* the same span as UTF-8 byte offsets into `caption`, clamped so that
+                                   0 <= byte_start <= byte_end <= strlen(caption) */
+    int n_boxes;                /* >= 1 */
+    kosmos2_box *boxes;         /* [n_boxes], normalised */
+} kosmos2_entity;
+
+/* The result of kosmos2_grounding_parse. Free with kosmos2_grounding_free. */
+typedef struct kosmos2_grounding {
+    char *caption;              /* UTF-8 caption, tags removed, whitespace-stripped */
+    int n_entities;
+    kosmos2_entity *entities;   /* [n_entities], in order of appearance */
+} kosmos2_grounding;
+
+/* = processor.post_process_generation(text, cleanup_and_extract=False): the part of `generated_text`
+ * after the last "</image>" (all of it when there is none). Returns a pointer INTO generated_text
+ * (nothing allocated); NULL only when generated_text is NULL. */
+const char *kosmos2_grounding_raw_caption(const char *generated_text);
+
+/* = processor.post_process_generation(text, cleanup_and_extract=True) on the NUL-terminated UTF-8
+ * `generated_text` (prompt + generation as decoded, or just the generation): caption without any <...>
+ * tag and the entities with their spans and boxes, character for character what transformers
+ * returns (its regexes are re-implemented by hand, Unicode whitespace and digits as Python 3.11 /
+ * Unicode 14.0 sees them; invalid UTF-8 bytes count as one code point each, as Python's
+ * 'surrogateescape' decoding would, and are copied through unchanged).
+ * Patch indices are not range-checked, as in transformers: <patch_index_5000> gives coordinates
+ * beyond 1. Where transformers raises instead (an index of more than 4300 digits: ValueError;
+ * one too large for a double: OverflowError) this returns KOSMOS2_E_INVALID. Inputs longer than
+ * 256 MiB give KOSMOS2_E_LIMIT. On error *out is left empty (safe to free). */
+int kosmos2_grounding_parse(const char *generated_text, kosmos2_grounding *out);
+
+/* Free everything kosmos2_grounding_parse allocated and zero *g (NULL and empty structs are fine). */
+void kosmos2_grounding_free(kosmos2_grounding *g);
+
+/* The box transformers reads back from a pair of patch indices (patch_index_to_coordinate with 32
+ * patches per side): cell edges when both cells share a row or a column (or are the same cell),
+ * cell centres otherwise. Python's floor division/modulo are used for negative indices. */
+kosmos2_box kosmos2_patch_indices_to_box(int ul, int lr);
+
+/* The patch indices the processor writes for a normalised box (coordinate_to_patch_index):
+ * ul = floor(y1*32)*32 + floor(x1*32), lr = ceil(y2*32-1)*32 + ceil(x2*32-1). Returns
+ * KOSMOS2_E_INVALID unless x2 > x1 and y2 > y1 (the processor's ValueError), or when a coordinate
+ * is not finite or beyond +-1e6 (where Python would build ever larger integers). */
+int kosmos2_box_to_patch_indices(const kosmos2_box *box, int *ul, int *lr);
+
+/* Pixel coordinates of a normalised box for an image of image_width x image_height pixels:
+ * out_px = {x1*W, y1*H, x2*W, y2*H}. */
+void kosmos2_box_to_pixels(const kosmos2_box *box, int image_width, int image_height, double out_px[4]);
+
+/* A normalised box from pixel coordinates: {x1/W, y1/H, x2/W, y2/H} (zero box if W or H <= 0). */
+kosmos2_box kosmos2_box_from_pixels(double x1, double y1, double x2, double y2, int image_width,
+                                    int image_height);
+
+/* The boxes of one <phrase>...</phrase> of a referring prompt. n_boxes == 0 inserts nothing (the
+ * processor's None or []). Either `boxes` (normalised, converted as the processor converts a
+ * 4-tuple of floats; for pixel boxes use kosmos2_box_from_pixels) or, when `patch_pairs` is not
+ * NULL, n_boxes (ul, lr) pairs of patch indices used as they are (the processor's 2-tuples of
+ * ints; not range-checked, as in Python). One phrase cannot mix the two kinds. */
+typedef struct kosmos2_phrase_boxes {
+    int n_boxes;
+    const kosmos2_box *boxes;    /* [n_boxes] or NULL */
+    const int *patch_pairs;      /* [2*n_boxes] (ul, lr, ul, lr, ...) or NULL */
+} kosmos2_phrase_boxes;
+
+/* = the processor's bboxes= handling (_insert_patch_index_tokens): after the i-th match of the
+ * regex <phrase>.+?</phrase> in `prompt` (a match cannot span a newline), insert
+ *   "<object> <patch_index_%04d> <patch_index_%04d> </object>"
+ * with " </delimiter_of_multi_objects/> " between several boxes. n_phrases must equal the number of
+ * matches (else KOSMOS2_E_INVALID), except that n_phrases == 0 returns the prompt unchanged, as
+ * bboxes=None / [] does. The prompt is not stripped and gets no image tags: kosmos2_prompt_ids
+ * does that afterwards (strip and insertion commute, so the ids are the processor's). Errors as
+ * the processor raises them: a box without x2 > x1 and y2 > y1 (see kosmos2_box_to_patch_indices).
+ * *out_prompt is malloc'd (free with kosmos2_free); NULL on error. */
+int kosmos2_prompt_attach_boxes(const char *prompt, const kosmos2_phrase_boxes *per_phrase, int n_phrases,
+                                char **out_prompt);
+
+/* The markup for one phrase and its boxes: kosmos2_prompt_attach_boxes on the prompt
+ * "<phrase>" phrase "</phrase>", i.e. "<phrase>" phrase "</phrase><object> <patch_index_...> ... </object>"
+ * (no <object> part when n_boxes == 0). An empty phrase or one with a newline makes no <phrase>
+ * match: KOSMOS2_E_INVALID. *out is malloc'd (free with kosmos2_free). */
+int kosmos2_phrase_markup(const char *phrase, const kosmos2_box *boxes, int n_boxes, char **out);
+
 /* ============================================================================================
  *  PUBLIC API: model, context, generation
  * ============================================================================================ */
@@ -233,8 +457,6 @@ int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const cha
                      const kosmos2_phrase_boxes *boxes, int n_box_groups,
                      const kosmos2_generate_params *params, kosmos2_result *out);
 void kosmos2_result_free(kosmos2_result *r);
-/* Free memory the library allocated for the caller (strings from kosmos2_prompt_attach_boxes ...). */
-void kosmos2_free(void *p);
 
 
 #ifdef __cplusplus
@@ -259,6 +481,10 @@ void kosmos2_free(void *p);
 #include <errno.h>
 #ifdef _OPENMP
 #include <omp.h>
+#elif defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunknown-pragmas" /* OpenMP is optional: without it the loops run serially */
+#define KOSMOS2__POP_PRAGMAS
 #endif
 
 /* ============================================================================================
@@ -340,6 +566,8 @@ KOSMOS2__UNUSED static int kosmos2__wrap(int code, const char *fmt, ...) {
 
 KOSMOS2__UNUSED static void kosmos2__clear_error(void) { kosmos2__errbuf[0] = 0; }
 
+void kosmos2_free(void *p) { KOSMOS2_FREE(p); }
+
 /* Wall-clock milliseconds (monotonic where available), for the timings reported to callers. */
 #if defined(__unix__) || defined(__APPLE__)
 #include <time.h>
@@ -370,7 +598,9 @@ KOSMOS2__UNUSED static void *kosmos2__calloc(size_t count, size_t size) {
     return p;
 }
 KOSMOS2__UNUSED static char *kosmos2__strdup(const char *s) {
-    size_t n = strlen(s) + 1;
+    size_t n;
+    if (!s) s = ""; /* (never NULL in the library; keeps -O3's -Wnonnull quiet) */
+    n = strlen(s) + 1;
     char *p = (char *)kosmos2__alloc(n);
     if (p) memcpy(p, s, n);
     return p;
@@ -836,12 +1066,3221 @@ fail:
 }
 
 
-#include "parts/tokenizer.h"
-#include "parts/image.h"
-#include "parts/kernels.h"
+/* ============================================================================================
+ *  [3] TOKENIZER: SentencePiece protobuf, normaliser, unigram/BPE, ids, decode
+ * ============================================================================================
+ *  Behaviour reproduced: transformers' XLMRobertaConverter/SpmConverter turns the `.model` file
+ *  into a `tokenizers` pipeline, and Kosmos2Processor adds its tags as tokens:
+ *    1. split the raw text on added tokens (leftmost-longest match; tokens with lstrip also
+ *       take the whitespace on their left);
+ *    2. every other segment: normaliser = Precompiled(charsmap) -> strip right -> " {2,}" -> "▁";
+ *       pre-tokenizer = Metaspace(▁, prepend always, split): " " -> "▁", prefix "▁", cut
+ *       before every "▁" into words;
+ *    3. each word: Unigram Viterbi (unknown char = min score - 10, unknown runs fused into one
+ *       <unk>) or BPE merges by rank (SentencePieceExtractor order), ids as in XLM-R.
+ *  Decoding: drop specials if asked, "▁" -> " " (removed in the first token), concatenate,
+ *  clean_up_tokenization.
+ *  Matched against tokenizers 0.23.2 (Rust, via its npm bindings) on 3016 corpus lines and 6000
+ *  random strings per model (scripts/make_tokenizer_refs.py), including two quirks of its
+ *  Precompiled normaliser: a grapheme cluster under 6 bytes is looked up whole and replaced by
+ *  the rule of its SHORTEST matching prefix (so "Ａ" + U+0301 -> "A"); longer clusters go
+ *  character by character. The slow SentencePiece tokenizer differs on such text. */
+
+#define KOSMOS2__TOK_MAX_FILE ((size_t)1 << 28) /* refuse .model files above 256 MiB */
+#define KOSMOS2__TOK_MAX_PIECE 256              /* refuse pieces longer than this (bytes): bounds
+                                                   the work per byte of text and per BPE merge */
+#define KOSMOS2__TOK_MAX_PIECES 4000000         /* refuse more pieces than this */
+#define KOSMOS2__TOK_N_TAGS 11                  /* </doc> .. <grounding> */
+#define KOSMOS2__TOK_N_PATCH 1024               /* <patch_index_0000> .. <patch_index_1023> */
+
+/* ------------------------------------------------------------------------------------------
+ *  Growable byte / int32 buffers (scratch of one call)
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    char *p;     /* [cap] bytes, p[n] == 0 is kept when p != NULL */
+    size_t n, cap;
+} kosmos2__buf;
+
+static int kosmos2__buf_reserve(kosmos2__buf *b, size_t extra) {
+    size_t need, cap;
+    char *np;
+    if (extra > SIZE_MAX - 1 - b->n) return kosmos2__fail(KOSMOS2_E_NOMEM, "text too large");
+    need = b->n + extra + 1;
+    if (need <= b->cap) return 0;
+    cap = b->cap ? b->cap : 64;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    np = (char *)KOSMOS2_REALLOC(b->p, cap);
+    if (!np) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory (%zu bytes of text)", cap);
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+static int kosmos2__buf_put(kosmos2__buf *b, const char *s, size_t n) {
+    int rc = kosmos2__buf_reserve(b, n);
+    if (rc) return rc;
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+typedef struct {
+    int32_t *p; /* [cap] ids */
+    size_t n, cap;
+} kosmos2__ids;
+
+static int kosmos2__ids_push(kosmos2__ids *v, int32_t id) {
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        int32_t *np;
+        if (cap > SIZE_MAX / sizeof(int32_t) || cap > (size_t)INT_MAX)
+            return kosmos2__fail(KOSMOS2_E_LIMIT, "too many tokens");
+        np = (int32_t *)KOSMOS2_REALLOC(v->p, cap * sizeof(int32_t));
+        if (!np) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory (%zu token ids)", cap);
+        v->p = np;
+        v->cap = cap;
+    }
+    v->p[v->n++] = id;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  UTF-8 and Unicode character classes
+ * ------------------------------------------------------------------------------------------ */
+/* Decode one UTF-8 character of s[0..n) (n >= 1). Returns its byte length (1..4) and the code
+ * point in *cp, or 0 if the bytes are not valid UTF-8 (overlong, surrogate, > U+10FFFF, cut). */
+static int kosmos2__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+    uint32_t c = s[0];
+    int len, i;
+    if (c < 0x80) { *cp = c; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; c &= 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; c &= 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; c &= 0x07; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10FFFF)) ||
+        (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* Length in bytes of the UTF-8 character starting at s (s is known to be valid UTF-8). */
+static int kosmos2__utf8_len(unsigned char c) {
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+/* 0 if s[0..n) is valid UTF-8, else the (1-based) byte offset of the first bad byte. */
+static size_t kosmos2__utf8_check(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int l = kosmos2__utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (!l) return i + 1;
+        i += (size_t)l;
+    }
+    return 0;
+}
+
+/* Rust's char::is_whitespace (Unicode White_Space), used by lstrip and the right strip. */
+static int kosmos2__is_white_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+/* Python's str.isspace (used by the processor's prompt.strip()): White_Space plus U+001C..1F. */
+static int kosmos2__is_py_space(uint32_t c) {
+    return kosmos2__is_white_space(c) || (c >= 0x1C && c <= 0x1F);
+}
+
+/* Characters that continue a grapheme cluster (UAX #29 Extend, SpacingMark, ZWJ): general
+ * categories Mn, Me, Mc, plus U+200C, U+200D, U+FF9E, U+FF9F, U+1F3FB..1F3FF, U+E0020..E007F.
+ * Ranges (first, last) from Unicode 14 (Python's unicodedata; see
+ * scripts/make_tokenizer_refs.py marks). */
+static const uint32_t kosmos2__grapheme_extend[] = {
+    0x300,0x36F, 0x483,0x489, 0x591,0x5BD, 0x5BF,0x5BF, 0x5C1,0x5C2, 0x5C4,0x5C5, 0x5C7,0x5C7,
+    0x610,0x61A, 0x64B,0x65F, 0x670,0x670, 0x6D6,0x6DC, 0x6DF,0x6E4, 0x6E7,0x6E8, 0x6EA,0x6ED,
+    0x711,0x711, 0x730,0x74A, 0x7A6,0x7B0, 0x7EB,0x7F3, 0x7FD,0x7FD, 0x816,0x819, 0x81B,0x823,
+    0x825,0x827, 0x829,0x82D, 0x859,0x85B, 0x898,0x89F, 0x8CA,0x8E1, 0x8E3,0x903, 0x93A,0x93C,
+    0x93E,0x94F, 0x951,0x957, 0x962,0x963, 0x981,0x983, 0x9BC,0x9BC, 0x9BE,0x9C4, 0x9C7,0x9C8,
+    0x9CB,0x9CD, 0x9D7,0x9D7, 0x9E2,0x9E3, 0x9FE,0x9FE, 0xA01,0xA03, 0xA3C,0xA3C, 0xA3E,0xA42,
+    0xA47,0xA48, 0xA4B,0xA4D, 0xA51,0xA51, 0xA70,0xA71, 0xA75,0xA75, 0xA81,0xA83, 0xABC,0xABC,
+    0xABE,0xAC5, 0xAC7,0xAC9, 0xACB,0xACD, 0xAE2,0xAE3, 0xAFA,0xAFF, 0xB01,0xB03, 0xB3C,0xB3C,
+    0xB3E,0xB44, 0xB47,0xB48, 0xB4B,0xB4D, 0xB55,0xB57, 0xB62,0xB63, 0xB82,0xB82, 0xBBE,0xBC2,
+    0xBC6,0xBC8, 0xBCA,0xBCD, 0xBD7,0xBD7, 0xC00,0xC04, 0xC3C,0xC3C, 0xC3E,0xC44, 0xC46,0xC48,
+    0xC4A,0xC4D, 0xC55,0xC56, 0xC62,0xC63, 0xC81,0xC83, 0xCBC,0xCBC, 0xCBE,0xCC4, 0xCC6,0xCC8,
+    0xCCA,0xCCD, 0xCD5,0xCD6, 0xCE2,0xCE3, 0xD00,0xD03, 0xD3B,0xD3C, 0xD3E,0xD44, 0xD46,0xD48,
+    0xD4A,0xD4D, 0xD57,0xD57, 0xD62,0xD63, 0xD81,0xD83, 0xDCA,0xDCA, 0xDCF,0xDD4, 0xDD6,0xDD6,
+    0xDD8,0xDDF, 0xDF2,0xDF3, 0xE31,0xE31, 0xE34,0xE3A, 0xE47,0xE4E, 0xEB1,0xEB1, 0xEB4,0xEBC,
+    0xEC8,0xECD, 0xF18,0xF19, 0xF35,0xF35, 0xF37,0xF37, 0xF39,0xF39, 0xF3E,0xF3F, 0xF71,0xF84,
+    0xF86,0xF87, 0xF8D,0xF97, 0xF99,0xFBC, 0xFC6,0xFC6, 0x102B,0x103E, 0x1056,0x1059, 0x105E,0x1060,
+    0x1062,0x1064, 0x1067,0x106D, 0x1071,0x1074, 0x1082,0x108D, 0x108F,0x108F, 0x109A,0x109D,
+    0x135D,0x135F, 0x1712,0x1715, 0x1732,0x1734, 0x1752,0x1753, 0x1772,0x1773, 0x17B4,0x17D3,
+    0x17DD,0x17DD, 0x180B,0x180D, 0x180F,0x180F, 0x1885,0x1886, 0x18A9,0x18A9, 0x1920,0x192B,
+    0x1930,0x193B, 0x1A17,0x1A1B, 0x1A55,0x1A5E, 0x1A60,0x1A7C, 0x1A7F,0x1A7F, 0x1AB0,0x1ACE,
+    0x1B00,0x1B04, 0x1B34,0x1B44, 0x1B6B,0x1B73, 0x1B80,0x1B82, 0x1BA1,0x1BAD, 0x1BE6,0x1BF3,
+    0x1C24,0x1C37, 0x1CD0,0x1CD2, 0x1CD4,0x1CE8, 0x1CED,0x1CED, 0x1CF4,0x1CF4, 0x1CF7,0x1CF9,
+    0x1DC0,0x1DFF, 0x200C,0x200D, 0x20D0,0x20F0, 0x2CEF,0x2CF1, 0x2D7F,0x2D7F, 0x2DE0,0x2DFF,
+    0x302A,0x302F, 0x3099,0x309A, 0xA66F,0xA672, 0xA674,0xA67D, 0xA69E,0xA69F, 0xA6F0,0xA6F1,
+    0xA802,0xA802, 0xA806,0xA806, 0xA80B,0xA80B, 0xA823,0xA827, 0xA82C,0xA82C, 0xA880,0xA881,
+    0xA8B4,0xA8C5, 0xA8E0,0xA8F1, 0xA8FF,0xA8FF, 0xA926,0xA92D, 0xA947,0xA953, 0xA980,0xA983,
+    0xA9B3,0xA9C0, 0xA9E5,0xA9E5, 0xAA29,0xAA36, 0xAA43,0xAA43, 0xAA4C,0xAA4D, 0xAA7B,0xAA7D,
+    0xAAB0,0xAAB0, 0xAAB2,0xAAB4, 0xAAB7,0xAAB8, 0xAABE,0xAABF, 0xAAC1,0xAAC1, 0xAAEB,0xAAEF,
+    0xAAF5,0xAAF6, 0xABE3,0xABEA, 0xABEC,0xABED, 0xFB1E,0xFB1E, 0xFE00,0xFE0F, 0xFE20,0xFE2F,
+    0xFF9E,0xFF9F, 0x101FD,0x101FD, 0x102E0,0x102E0, 0x10376,0x1037A, 0x10A01,0x10A03,
+    0x10A05,0x10A06, 0x10A0C,0x10A0F, 0x10A38,0x10A3A, 0x10A3F,0x10A3F, 0x10AE5,0x10AE6,
+    0x10D24,0x10D27, 0x10EAB,0x10EAC, 0x10F46,0x10F50, 0x10F82,0x10F85, 0x11000,0x11002,
+    0x11038,0x11046, 0x11070,0x11070, 0x11073,0x11074, 0x1107F,0x11082, 0x110B0,0x110BA,
+    0x110C2,0x110C2, 0x11100,0x11102, 0x11127,0x11134, 0x11145,0x11146, 0x11173,0x11173,
+    0x11180,0x11182, 0x111B3,0x111C0, 0x111C9,0x111CC, 0x111CE,0x111CF, 0x1122C,0x11237,
+    0x1123E,0x1123E, 0x112DF,0x112EA, 0x11300,0x11303, 0x1133B,0x1133C, 0x1133E,0x11344,
+    0x11347,0x11348, 0x1134B,0x1134D, 0x11357,0x11357, 0x11362,0x11363, 0x11366,0x1136C,
+    0x11370,0x11374, 0x11435,0x11446, 0x1145E,0x1145E, 0x114B0,0x114C3, 0x115AF,0x115B5,
+    0x115B8,0x115C0, 0x115DC,0x115DD, 0x11630,0x11640, 0x116AB,0x116B7, 0x1171D,0x1172B,
+    0x1182C,0x1183A, 0x11930,0x11935, 0x11937,0x11938, 0x1193B,0x1193E, 0x11940,0x11940,
+    0x11942,0x11943, 0x119D1,0x119D7, 0x119DA,0x119E0, 0x119E4,0x119E4, 0x11A01,0x11A0A,
+    0x11A33,0x11A39, 0x11A3B,0x11A3E, 0x11A47,0x11A47, 0x11A51,0x11A5B, 0x11A8A,0x11A99,
+    0x11C2F,0x11C36, 0x11C38,0x11C3F, 0x11C92,0x11CA7, 0x11CA9,0x11CB6, 0x11D31,0x11D36,
+    0x11D3A,0x11D3A, 0x11D3C,0x11D3D, 0x11D3F,0x11D45, 0x11D47,0x11D47, 0x11D8A,0x11D8E,
+    0x11D90,0x11D91, 0x11D93,0x11D97, 0x11EF3,0x11EF6, 0x16AF0,0x16AF4, 0x16B30,0x16B36,
+    0x16F4F,0x16F4F, 0x16F51,0x16F87, 0x16F8F,0x16F92, 0x16FE4,0x16FE4, 0x16FF0,0x16FF1,
+    0x1BC9D,0x1BC9E, 0x1CF00,0x1CF2D, 0x1CF30,0x1CF46, 0x1D165,0x1D169, 0x1D16D,0x1D172,
+    0x1D17B,0x1D182, 0x1D185,0x1D18B, 0x1D1AA,0x1D1AD, 0x1D242,0x1D244, 0x1DA00,0x1DA36,
+    0x1DA3B,0x1DA6C, 0x1DA75,0x1DA75, 0x1DA84,0x1DA84, 0x1DA9B,0x1DA9F, 0x1DAA1,0x1DAAF,
+    0x1E000,0x1E006, 0x1E008,0x1E018, 0x1E01B,0x1E021, 0x1E023,0x1E024, 0x1E026,0x1E02A,
+    0x1E130,0x1E136, 0x1E2AE,0x1E2AE, 0x1E2EC,0x1E2EF, 0x1E8D0,0x1E8D6, 0x1E944,0x1E94A,
+    0x1F3FB,0x1F3FF, 0xE0020,0xE007F, 0xE0100,0xE01EF,
+};
+
+static int kosmos2__is_grapheme_extend(uint32_t c) {
+    size_t lo = 0, hi = sizeof kosmos2__grapheme_extend / sizeof kosmos2__grapheme_extend[0] / 2;
+    if (c < 0x300) return 0;
+    while (lo < hi) { /* binary search over the ranges */
+        size_t mid = (lo + hi) / 2;
+        if (c < kosmos2__grapheme_extend[2 * mid]) hi = mid;
+        else if (c > kosmos2__grapheme_extend[2 * mid + 1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+/* Grapheme_Cluster_Break=Control (approximately: Cc, Zl, Zp and the Cf format characters that
+ * are not ZWNJ/ZWJ, prepend marks or tags). Nothing joins to or after them. */
+static int kosmos2__is_grapheme_control(uint32_t c) {
+    return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0xAD || c == 0x61C || c == 0x180E ||
+           c == 0x200B || c == 0x200E || c == 0x200F || (c >= 0x2028 && c <= 0x202E) ||
+           (c >= 0x2060 && c <= 0x206F) || c == 0xFEFF || (c >= 0xFFF0 && c <= 0xFFFB) ||
+           (c >= 0x13430 && c <= 0x1343F) || (c >= 0x1BCA0 && c <= 0x1BCA3) ||
+           (c >= 0x1D173 && c <= 0x1D17A) || c == 0xE0000 || c == 0xE0001 ||
+           (c >= 0xE0080 && c <= 0xE00FF) || (c >= 0xE01F0 && c <= 0xE0FFF);
+}
+/* Grapheme_Cluster_Break=Prepend (joins with the character after it). */
+static int kosmos2__is_grapheme_prepend(uint32_t c) {
+    return (c >= 0x600 && c <= 0x605) || c == 0x6DD || c == 0x70F || c == 0x890 || c == 0x891 ||
+           c == 0x8E2 || c == 0xD4E || c == 0x110BD || c == 0x110CD || c == 0x111C2 ||
+           c == 0x111C3 || c == 0x1193F || c == 0x11941 || c == 0x11A3A ||
+           (c >= 0x11A84 && c <= 0x11A89) || c == 0x11D46;
+}
+
+/* Byte length of the grapheme cluster starting at s[0] (s[0..n) valid UTF-8, n >= 1).
+ * Simplified UAX #29: CR LF; Prepend x any; any x (Extend | SpacingMark | ZWJ); never across
+ * a Control. Hangul and emoji sequences are not joined: the charsmap treats clusters of 6 or
+ * more bytes character by character, and those are always that long. */
+static size_t kosmos2__grapheme_len(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    uint32_t c, next;
+    size_t i;
+    int l = kosmos2__utf8_decode(u, n, &c);
+    i = (size_t)l;
+    if (c == '\r') return (n > 1 && u[1] == '\n') ? 2 : 1;
+    if (kosmos2__is_grapheme_control(c)) return i;
+    while (i < n) {
+        int l2 = kosmos2__utf8_decode(u + i, n - i, &next);
+        if (kosmos2__is_grapheme_control(next)) break;
+        if (!kosmos2__is_grapheme_extend(next) && !kosmos2__is_grapheme_prepend(c)) break;
+        c = next;
+        i += (size_t)l2;
+    }
+    return i;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Hash map uint64 -> (int32, int32)  (trie edges, BPE merges)
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    uint64_t key;   /* key + 1; 0 = empty slot */
+    int32_t v0, v1; /* the two values */
+} kosmos2__map_entry;
+
+typedef struct {
+    kosmos2__map_entry *e; /* [cap] open addressing, linear probing (one cache line per probe) */
+    size_t cap, n;         /* cap is a power of two, kept at most half full */
+    int bits;
+} kosmos2__map;
+
+static size_t kosmos2__map_slot(const kosmos2__map *m, uint64_t key) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - m->bits));
+}
+
+static void kosmos2__map_free(kosmos2__map *m) {
+    KOSMOS2_FREE(m->e);
+    memset(m, 0, sizeof *m);
+}
+
+/* Find `key`; returns 1 and the values if present. */
+static int kosmos2__map_get(const kosmos2__map *m, uint64_t key, int32_t *v0, int32_t *v1) {
+    size_t i;
+    if (!m->cap) return 0;
+    i = kosmos2__map_slot(m, key);
+    for (;;) {
+        const kosmos2__map_entry *e = &m->e[i];
+        if (e->key == key + 1) {
+            if (v0) *v0 = e->v0;
+            if (v1) *v1 = e->v1;
+            return 1;
+        }
+        if (e->key == 0) return 0;
+        i = (i + 1) & (m->cap - 1);
+    }
+}
+
+static int kosmos2__map_put(kosmos2__map *m, uint64_t key, int32_t v0, int32_t v1);
+
+static int kosmos2__map_grow(kosmos2__map *m) {
+    kosmos2__map big;
+    size_t i;
+    memset(&big, 0, sizeof big);
+    big.bits = m->bits ? m->bits + 1 : 10;
+    if (big.bits > 40) return kosmos2__fail(KOSMOS2_E_LIMIT, "hash table too large");
+    big.cap = (size_t)1 << big.bits;
+    big.e = (kosmos2__map_entry *)kosmos2__calloc(big.cap, sizeof(kosmos2__map_entry));
+    if (!big.e) return KOSMOS2_E_NOMEM;
+    for (i = 0; i < m->cap; i++)
+        if (m->e[i].key) kosmos2__map_put(&big, m->e[i].key - 1, m->e[i].v0, m->e[i].v1);
+    kosmos2__map_free(m);
+    *m = big;
+    return 0;
+}
+
+/* Insert or overwrite. */
+static int kosmos2__map_put(kosmos2__map *m, uint64_t key, int32_t v0, int32_t v1) {
+    size_t i;
+    if ((m->n + 1) * 2 > m->cap) {
+        int rc = kosmos2__map_grow(m);
+        if (rc) return rc;
+    }
+    i = kosmos2__map_slot(m, key);
+    while (m->e[i].key != 0 && m->e[i].key != key + 1) i = (i + 1) & (m->cap - 1);
+    if (m->e[i].key == 0) m->n++;
+    m->e[i].key = key + 1;
+    m->e[i].v0 = v0;
+    m->e[i].v1 = v1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Byte trie: string -> id (model vocabulary, added tokens). Node 0 is the root; an edge
+ *  (node, byte) -> child lives in a hash map keyed node << 8 | byte.
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    kosmos2__map edges;
+    int32_t *value;            /* [n_nodes] id ending at the node, -1 if none */
+    size_t n_nodes, cap_nodes;
+    int32_t root[256];         /* children of the root (every lookup starts there), 0 = none */
+} kosmos2__trie;
+
+static void kosmos2__trie_free(kosmos2__trie *t) {
+    kosmos2__map_free(&t->edges);
+    KOSMOS2_FREE(t->value);
+    memset(t, 0, sizeof *t);
+}
+
+static int kosmos2__trie_new_node(kosmos2__trie *t, int32_t *node) {
+    if (t->n_nodes == t->cap_nodes) {
+        size_t cap = t->cap_nodes ? t->cap_nodes * 2 : 1024;
+        int32_t *nv;
+        if (cap > (size_t)INT32_MAX) return kosmos2__fail(KOSMOS2_E_LIMIT, "vocabulary trie too large");
+        nv = (int32_t *)KOSMOS2_REALLOC(t->value, cap * sizeof(int32_t));
+        if (!nv) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory (vocabulary trie)");
+        t->value = nv;
+        t->cap_nodes = cap;
+    }
+    t->value[t->n_nodes] = -1;
+    *node = (int32_t)t->n_nodes++;
+    return 0;
+}
+
+/* The child of `node` along `byte`, or -1. */
+static int32_t kosmos2__trie_step(const kosmos2__trie *t, int32_t node, unsigned char byte) {
+    int32_t child;
+    if (node == 0) return t->root[byte] > 0 ? t->root[byte] : -1;
+    if (!kosmos2__map_get(&t->edges, ((uint64_t)(uint32_t)node << 8) | byte, &child, NULL)) return -1;
+    return child;
+}
+
+/* Map s[0..n) to id (a later insert of the same string overwrites, like a Rust HashMap). */
+static int kosmos2__trie_insert(kosmos2__trie *t, const char *s, size_t n, int32_t id) {
+    int32_t node = 0;
+    size_t i;
+    int rc;
+    if (!t->n_nodes && (rc = kosmos2__trie_new_node(t, &node)) != 0) return rc;
+    for (i = 0; i < n; i++) {
+        int32_t child = kosmos2__trie_step(t, node, (unsigned char)s[i]);
+        if (child < 0) {
+            if ((rc = kosmos2__trie_new_node(t, &child)) != 0) return rc;
+            if (node == 0) t->root[(unsigned char)s[i]] = child;
+            rc = kosmos2__map_put(&t->edges, ((uint64_t)(uint32_t)node << 8) | (unsigned char)s[i], child, 0);
+            if (rc) return rc;
+        }
+        node = child;
+    }
+    t->value[node] = id;
+    return 0;
+}
+
+/* The id of exactly s[0..n), or -1. */
+static int32_t kosmos2__trie_find(const kosmos2__trie *t, const char *s, size_t n) {
+    int32_t node = 0;
+    size_t i;
+    if (!t->n_nodes) return -1;
+    for (i = 0; i < n && node >= 0; i++) node = kosmos2__trie_step(t, node, (unsigned char)s[i]);
+    return node >= 0 ? t->value[node] : -1;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  The tokenizer object
+ * ------------------------------------------------------------------------------------------ */
+enum { KOSMOS2__SPM_UNIGRAM = 1, KOSMOS2__SPM_BPE = 2 };
+enum { KOSMOS2__TOK_SPECIAL = 1, KOSMOS2__TOK_ADDED = 2, KOSMOS2__TOK_LSTRIP = 4 };
+
+struct kosmos2_tokenizer {
+    int model_type;          /* KOSMOS2__SPM_UNIGRAM or KOSMOS2__SPM_BPE (trainer_spec.model_type) */
+    int n_pieces;            /* SentencePiece pieces in the file (64000) */
+    int n_model;             /* ids known to the model: n_pieces + 2 (fairseq specials, <mask>) */
+    int n_vocab;             /* n_model + 1035 Kosmos-2 tags */
+    int unk_id;              /* 3 */
+    char *blob;              /* all token strings, NUL-separated */
+    const char **text;       /* [n_vocab] token strings (pointers into blob) */
+    uint32_t *text_len;      /* [n_vocab] their byte lengths */
+    double *score;           /* [n_model] unigram log-probabilities (0 for specials and <mask>) */
+    double unk_score;        /* unigram score of an unknown character: min score - 10 */
+    uint8_t *flags;          /* [n_vocab] KOSMOS2__TOK_* bits */
+    uint8_t added_first[256];/* 1 for bytes that start some added token */
+    kosmos2__trie vocab;     /* model vocabulary: string -> id (last duplicate wins) */
+    kosmos2__trie added;     /* added tokens (specials, <mask>, tags): string -> id */
+    kosmos2__map merges;     /* BPE: (left id << 32 | right id) -> (rank, merged id) */
+    /* normaliser: precompiled charsmap = darts-clone double array + replacement strings */
+    uint32_t *darts;         /* [n_darts] double-array units */
+    size_t n_darts;
+    char *norm_strings;      /* [n_norm_strings] NUL-separated replacement strings */
+    size_t n_norm_strings;
+    char norm_name[64];      /* normalizer_spec.name, informational ("nmt_nfkc") */
+    int32_t ascii_rule[128]; /* charsmap result for each ASCII character: offset into
+                                norm_strings, -1 = no rule (a cache of kosmos2__charsmap_lookup) */
+    uint32_t ascii_rule_len[128];
+};
+
+void kosmos2_tokenizer_free(kosmos2_tokenizer *tok) {
+    if (!tok) return;
+    KOSMOS2_FREE(tok->blob);
+    KOSMOS2_FREE((void *)tok->text);
+    KOSMOS2_FREE(tok->text_len);
+    KOSMOS2_FREE(tok->score);
+    KOSMOS2_FREE(tok->flags);
+    kosmos2__trie_free(&tok->vocab);
+    kosmos2__trie_free(&tok->added);
+    kosmos2__map_free(&tok->merges);
+    KOSMOS2_FREE(tok->darts);
+    KOSMOS2_FREE(tok->norm_strings);
+    KOSMOS2_FREE(tok);
+}
+
+int kosmos2_tokenizer_vocab_size(const kosmos2_tokenizer *tok) { return tok ? tok->n_vocab : 0; }
+
+const char *kosmos2_token_text(const kosmos2_tokenizer *tok, int32_t id) {
+    if (!tok || id < 0 || id >= tok->n_vocab) return NULL;
+    return tok->text[id];
+}
+
+int32_t kosmos2_token_id(const kosmos2_tokenizer *tok, const char *token_text) {
+    int32_t id;
+    if (!tok || !token_text) return -1;
+    id = kosmos2__trie_find(&tok->added, token_text, strlen(token_text));
+    return id >= 0 ? id : kosmos2__trie_find(&tok->vocab, token_text, strlen(token_text));
+}
+
+int kosmos2_token_is_special(const kosmos2_tokenizer *tok, int32_t id) {
+    if (!tok || id < 0 || id >= tok->n_vocab) return 0;
+    return (tok->flags[id] & KOSMOS2__TOK_SPECIAL) != 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Protobuf reader (the subset of the wire format that sentencepiece_model.proto uses)
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    const unsigned char *base; /* start of the whole file, for error offsets */
+    const unsigned char *p;    /* read position */
+    const unsigned char *end;  /* end of the current message */
+} kosmos2__pb;
+
+typedef struct {
+    uint32_t field, wire;       /* field number, wire type (0 varint, 1 fixed64, 2 bytes, 5 fixed32) */
+    uint64_t v;                 /* value of varint / fixed fields */
+    const unsigned char *data;  /* wire type 2: the bytes */
+    size_t len;
+    size_t offset;              /* file offset of the field key, for messages */
+} kosmos2__pb_field;
+
+static int kosmos2__pb_varint(kosmos2__pb *r, uint64_t *v) {
+    uint64_t x = 0;
+    int shift = 0;
+    size_t at = (size_t)(r->p - r->base);
+    while (r->p < r->end) {
+        unsigned char b = *r->p++;
+        if (shift == 63 && b > 1)
+            return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: varint too long at byte %zu", at);
+        x |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) { *v = x; return 0; }
+        shift += 7;
+        if (shift > 63) return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: varint too long at byte %zu", at);
+    }
+    return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: truncated varint at byte %zu", at);
+}
+
+/* Read the next field of the current message into *f. Returns 1 for a field, 0 at the end of
+ * the message, or a negative error code. */
+static int kosmos2__pb_next(kosmos2__pb *r, kosmos2__pb_field *f) {
+    uint64_t key;
+    int rc, i;
+    if (r->p >= r->end) return 0;
+    f->offset = (size_t)(r->p - r->base);
+    if ((rc = kosmos2__pb_varint(r, &key)) != 0) return rc;
+    f->field = (uint32_t)(key >> 3);
+    f->wire = (uint32_t)(key & 7);
+    f->data = NULL;
+    f->len = 0;
+    f->v = 0;
+    if (key >> 3 == 0 || key >> 3 > 0x1FFFFFFF)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: bad field number at byte %zu", f->offset);
+    switch (f->wire) {
+    case 0: return (rc = kosmos2__pb_varint(r, &f->v)) != 0 ? rc : 1;
+    case 1:
+    case 5: {
+        int n = f->wire == 1 ? 8 : 4;
+        if (r->end - r->p < n)
+            return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: truncated fixed%d at byte %zu", n * 8, f->offset);
+        for (i = n - 1; i >= 0; i--) f->v = (f->v << 8) | r->p[i];
+        r->p += n;
+        return 1;
+    }
+    case 2: {
+        uint64_t len;
+        if ((rc = kosmos2__pb_varint(r, &len)) != 0) return rc;
+        if (len > (uint64_t)(r->end - r->p))
+            return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: field %u at byte %zu: length %llu past the end",
+                                 f->field, f->offset, (unsigned long long)len);
+        f->data = r->p;
+        f->len = (size_t)len;
+        r->p += len;
+        return 1;
+    }
+    default:
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: unsupported wire type %u at byte %zu", f->wire, f->offset);
+    }
+}
+
+/* A reader over the bytes of a length-delimited field (a sub-message). */
+static kosmos2__pb kosmos2__pb_sub(const kosmos2__pb *parent, const kosmos2__pb_field *f) {
+    kosmos2__pb r;
+    r.base = parent->base;
+    r.p = f->data;
+    r.end = f->data + f->len;
+    return r;
+}
+
+/* Check that field `f` has wire type `wire`. */
+static int kosmos2__pb_want(const kosmos2__pb_field *f, uint32_t wire, const char *what) {
+    if (f->wire == wire) return 0;
+    return kosmos2__fail(KOSMOS2_E_FORMAT, "protobuf: %s at byte %zu has wire type %u, expected %u", what,
+                         f->offset, f->wire, wire);
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Loading: ModelProto { pieces = 1, trainer_spec = 2, normalizer_spec = 3 }
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    const unsigned char *piece; /* UTF-8 bytes in the file */
+    size_t len;
+    float score;
+} kosmos2__spm_piece;
+
+/* SentencePiece { piece = 1 (string), score = 2 (float), type = 3 (enum) } */
+static int kosmos2__spm_read_piece(const kosmos2__pb *r, const kosmos2__pb_field *pf, kosmos2__spm_piece *out) {
+    kosmos2__pb sub = kosmos2__pb_sub(r, pf);
+    kosmos2__pb_field f;
+    int rc, have_piece = 0;
+    out->score = 0.0f;
+    while ((rc = kosmos2__pb_next(&sub, &f)) > 0) {
+        if (f.field == 1) {
+            if ((rc = kosmos2__pb_want(&f, 2, "piece text")) != 0) return rc;
+            out->piece = f.data;
+            out->len = f.len;
+            have_piece = 1;
+        } else if (f.field == 2) {
+            uint32_t bits = (uint32_t)f.v;
+            if ((rc = kosmos2__pb_want(&f, 5, "piece score")) != 0) return rc;
+            memcpy(&out->score, &bits, sizeof bits);
+            if (!(out->score == out->score) || out->score > FLT_MAX || out->score < -FLT_MAX)
+                return kosmos2__fail(KOSMOS2_E_FORMAT, "piece at byte %zu: score is not finite", pf->offset);
+        }
+    }
+    if (rc < 0) return rc;
+    if (!have_piece || out->len == 0)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "piece at byte %zu has no text", pf->offset);
+    if (out->len > KOSMOS2__TOK_MAX_PIECE)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "piece at byte %zu is %zu bytes long (limit %d)", pf->offset, out->len,
+                             KOSMOS2__TOK_MAX_PIECE);
+    if (memchr(out->piece, 0, out->len) || kosmos2__utf8_check((const char *)out->piece, out->len))
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "piece at byte %zu is not valid UTF-8 text", pf->offset);
+    return 0;
+}
+
+/* TrainerSpec: model_type = 3 (1 UNIGRAM, 2 BPE, 3 WORD, 4 CHAR; default UNIGRAM). */
+static int kosmos2__spm_read_trainer(const kosmos2__pb *r, const kosmos2__pb_field *tf, int *model_type) {
+    kosmos2__pb sub = kosmos2__pb_sub(r, tf);
+    kosmos2__pb_field f;
+    int rc;
+    *model_type = KOSMOS2__SPM_UNIGRAM;
+    while ((rc = kosmos2__pb_next(&sub, &f)) > 0) {
+        if (f.field == 3) {
+            if ((rc = kosmos2__pb_want(&f, 0, "trainer_spec.model_type")) != 0) return rc;
+            *model_type = f.v > 100 ? 100 : (int)f.v;
+        }
+    }
+    return rc;
+}
+
+/* NormalizerSpec: name = 1, precompiled_charsmap = 2. */
+static int kosmos2__spm_read_normalizer(const kosmos2__pb *r, const kosmos2__pb_field *nf, kosmos2_tokenizer *tok,
+                                        const unsigned char **charsmap, size_t *charsmap_len) {
+    kosmos2__pb sub = kosmos2__pb_sub(r, nf);
+    kosmos2__pb_field f;
+    int rc;
+    while ((rc = kosmos2__pb_next(&sub, &f)) > 0) {
+        if (f.field == 1) {
+            size_t n;
+            if ((rc = kosmos2__pb_want(&f, 2, "normalizer_spec.name")) != 0) return rc;
+            n = f.len < sizeof tok->norm_name - 1 ? f.len : sizeof tok->norm_name - 1;
+            memcpy(tok->norm_name, f.data, n);
+            tok->norm_name[n] = 0;
+        } else if (f.field == 2) {
+            if ((rc = kosmos2__pb_want(&f, 2, "normalizer_spec.precompiled_charsmap")) != 0) return rc;
+            *charsmap = f.data;
+            *charsmap_len = f.len;
+        }
+    }
+    return rc;
+}
+
+/* The precompiled charsmap blob: uint32 LE trie size in bytes, the darts-clone units, then the
+ * replacement strings. Copied so the tokenizer owns it. */
+static int kosmos2__charsmap_load(kosmos2_tokenizer *tok, const unsigned char *p, size_t n) {
+    uint32_t trie_bytes;
+    size_t i;
+    if (n == 0) return 0; /* no charsmap: identity normalisation */
+    if (n < 4) return kosmos2__fail(KOSMOS2_E_FORMAT, "precompiled_charsmap: %zu bytes, too short", n);
+    trie_bytes = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    if (trie_bytes % 4 != 0 || trie_bytes < 4 || trie_bytes > n - 4)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "precompiled_charsmap: bad trie size %u (blob %zu bytes)", trie_bytes, n);
+    tok->n_darts = trie_bytes / 4;
+    tok->darts = (uint32_t *)kosmos2__calloc(tok->n_darts, sizeof(uint32_t));
+    tok->n_norm_strings = n - 4 - trie_bytes;
+    tok->norm_strings = (char *)kosmos2__alloc(tok->n_norm_strings + 1);
+    if (!tok->darts || !tok->norm_strings) return KOSMOS2_E_NOMEM;
+    for (i = 0; i < tok->n_darts; i++) {
+        const unsigned char *u = p + 4 + 4 * i;
+        tok->darts[i] = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+    }
+    memcpy(tok->norm_strings, p + 4 + trie_bytes, tok->n_norm_strings);
+    tok->norm_strings[tok->n_norm_strings] = 0;
+    return 0;
+}
+
+/* Fill the id tables: fairseq specials, pieces 3.., <mask>, the Kosmos-2 tags. */
+static int kosmos2__tok_build_vocab(kosmos2_tokenizer *tok, const kosmos2__spm_piece *pieces) {
+    static const char *specials[4] = {"<s>", "<pad>", "</s>", "<unk>"};
+    static const char *tags[KOSMOS2__TOK_N_TAGS] = {
+        "</doc>", "<image>", "</image>", "</chunk>", "</line>", "<phrase>", "</phrase>", "<object>",
+        "</object>", "</delimiter_of_multi_objects/>", "<grounding>"};
+    size_t blob_size = 0, at = 0;
+    int id, j, rc;
+    double min_score = 0.0;
+    tok->n_model = tok->n_pieces + 2;
+    tok->n_vocab = tok->n_model + KOSMOS2__TOK_N_TAGS + KOSMOS2__TOK_N_PATCH;
+    tok->unk_id = 3;
+    /* sizes of all strings (+ NUL each) */
+    for (j = 3; j < tok->n_pieces; j++) blob_size += pieces[j].len + 1;
+    blob_size += 64 + 16 + 40 * KOSMOS2__TOK_N_TAGS + 20 * KOSMOS2__TOK_N_PATCH;
+    tok->blob = (char *)kosmos2__alloc(blob_size);
+    tok->text = (const char **)kosmos2__calloc((size_t)tok->n_vocab, sizeof(char *));
+    tok->text_len = (uint32_t *)kosmos2__calloc((size_t)tok->n_vocab, sizeof(uint32_t));
+    tok->score = (double *)kosmos2__calloc((size_t)tok->n_model, sizeof(double));
+    tok->flags = (uint8_t *)kosmos2__calloc((size_t)tok->n_vocab, 1);
+    if (!tok->blob || !tok->text || !tok->text_len || !tok->score || !tok->flags) return KOSMOS2_E_NOMEM;
+    for (id = 0; id < tok->n_vocab; id++) {
+        char tmp[32];
+        const char *s;
+        size_t len;
+        if (id < 4) s = specials[id], len = strlen(s);
+        else if (id < tok->n_model - 1) s = (const char *)pieces[id - 1].piece, len = pieces[id - 1].len;
+        else if (id == tok->n_model - 1) s = "<mask>", len = 6;
+        else if (id < tok->n_model + KOSMOS2__TOK_N_TAGS) s = tags[id - tok->n_model], len = strlen(s);
+        else {
+            len = (size_t)snprintf(tmp, sizeof tmp, "<patch_index_%04d>", id - tok->n_model - KOSMOS2__TOK_N_TAGS);
+            s = tmp;
+        }
+        memcpy(tok->blob + at, s, len);
+        tok->blob[at + len] = 0;
+        tok->text[id] = tok->blob + at;
+        tok->text_len[id] = (uint32_t)len;
+        at += len + 1;
+        if (id < tok->n_model) {
+            tok->score[id] = (id >= 4 && id < tok->n_model - 1) ? (double)pieces[id - 1].score : 0.0;
+            if (tok->score[id] < min_score) min_score = tok->score[id];
+            if ((rc = kosmos2__trie_insert(&tok->vocab, s, len, id)) != 0) return rc;
+        }
+        if (id < 4 || id >= tok->n_model - 1) { /* added tokens */
+            tok->flags[id] = KOSMOS2__TOK_ADDED;
+            if (id < tok->n_model) tok->flags[id] |= KOSMOS2__TOK_SPECIAL;
+            if (id >= tok->n_model - 1) tok->flags[id] |= KOSMOS2__TOK_LSTRIP;
+            if ((rc = kosmos2__trie_insert(&tok->added, s, len, id)) != 0) return rc;
+            tok->added_first[(unsigned char)s[0]] = 1;
+        }
+    }
+    tok->unk_score = min_score - 10.0;
+    return 0;
+}
+
+/* BPE merges as transformers' SentencePieceExtractor lists them: for every piece in file order,
+ * every split into two pieces (at character boundaries) that both exist, sorted by the file
+ * indices of (left, right); rank = position in that list. Keyed by model ids. */
+static int kosmos2__tok_build_merges(kosmos2_tokenizer *tok, const kosmos2__spm_piece *pieces) {
+    kosmos2__trie spm; /* piece text -> file index (the extractor's dict: last duplicate wins) */
+    int32_t rank = 0;
+    int j, rc = 0;
+    typedef struct { int32_t l, r; } kosmos2__pair; /* (left, right) file indices */
+    kosmos2__pair *local = NULL;
+    size_t cap_local = 0;
+    memset(&spm, 0, sizeof spm);
+    for (j = 0; j < tok->n_pieces && !rc; j++) rc = kosmos2__trie_insert(&spm, (const char *)pieces[j].piece, pieces[j].len, j);
+    for (j = 0; j < tok->n_pieces && !rc; j++) {
+        const char *s = (const char *)pieces[j].piece;
+        size_t len = pieces[j].len, cut, n_local = 0, a, b;
+        int32_t merged_id;
+        /* the merged piece's model id (the converter's vocab: pieces 0..2 are replaced) */
+        merged_id = kosmos2__trie_find(&tok->vocab, s, len);
+        for (cut = (size_t)kosmos2__utf8_len((unsigned char)s[0]); cut < len;
+             cut += (size_t)kosmos2__utf8_len((unsigned char)s[cut])) {
+            int32_t l = kosmos2__trie_find(&spm, s, cut), r = kosmos2__trie_find(&spm, s + cut, len - cut);
+            if (l < 0 || r < 0) continue;
+            if (n_local == cap_local) {
+                size_t nc = cap_local ? cap_local * 2 : 16;
+                kosmos2__pair *np = (kosmos2__pair *)KOSMOS2_REALLOC(local, nc * sizeof(kosmos2__pair));
+                if (!np) { rc = kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory (BPE merges)"); break; }
+                local = np;
+                cap_local = nc;
+            }
+            local[n_local].l = l;
+            local[n_local].r = r;
+            n_local++;
+        }
+        /* insertion sort by (left index, right index): a handful of entries */
+        for (a = 1; a < n_local; a++)
+            for (b = a; b > 0 && (local[b].l < local[b - 1].l || (local[b].l == local[b - 1].l && local[b].r < local[b - 1].r)); b--) {
+                kosmos2__pair t = local[b]; local[b] = local[b - 1]; local[b - 1] = t;
+            }
+        for (a = 0; a < n_local && !rc; a++) {
+            const kosmos2__spm_piece *pl = &pieces[local[a].l], *pr = &pieces[local[a].r];
+            int32_t lid = kosmos2__trie_find(&tok->vocab, (const char *)pl->piece, pl->len);
+            int32_t rid = kosmos2__trie_find(&tok->vocab, (const char *)pr->piece, pr->len);
+            if (lid < 0 || rid < 0 || merged_id < 0) continue; /* cannot happen for a sane file */
+            rc = kosmos2__map_put(&tok->merges, (uint64_t)(uint32_t)lid << 32 | (uint32_t)rid, rank++, merged_id);
+        }
+    }
+    KOSMOS2_FREE(local);
+    kosmos2__trie_free(&spm);
+    return rc;
+}
+
+static void kosmos2__charsmap_cache_ascii(kosmos2_tokenizer *tok); /* in the normaliser below */
+
+int kosmos2_tokenizer_load_memory(const void *data, size_t size, kosmos2_tokenizer **out) {
+    kosmos2__pb r;
+    kosmos2__pb_field f;
+    kosmos2_tokenizer *tok;
+    kosmos2__spm_piece *pieces = NULL;
+    const unsigned char *charsmap = NULL;
+    size_t charsmap_len = 0, n_pieces = 0, k = 0;
+    int rc;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_tokenizer_load_memory: out is NULL");
+    *out = NULL;
+    if (!data && size) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_tokenizer_load_memory: data is NULL");
+    if (size > KOSMOS2__TOK_MAX_FILE) return kosmos2__fail(KOSMOS2_E_LIMIT, "SentencePiece model of %zu bytes is too large", size);
+    tok = (kosmos2_tokenizer *)kosmos2__calloc(1, sizeof *tok);
+    if (!tok) return KOSMOS2_E_NOMEM;
+    tok->model_type = KOSMOS2__SPM_UNIGRAM;
+    /* pass 1: count pieces, read the specs */
+    r.base = r.p = (const unsigned char *)data;
+    r.end = r.base + size;
+    while ((rc = kosmos2__pb_next(&r, &f)) > 0) {
+        if (f.field == 1) {
+            if ((rc = kosmos2__pb_want(&f, 2, "ModelProto.pieces")) != 0) break;
+            n_pieces++;
+        } else if (f.field == 2) {
+            if ((rc = kosmos2__pb_want(&f, 2, "ModelProto.trainer_spec")) != 0) break;
+            if ((rc = kosmos2__spm_read_trainer(&r, &f, &tok->model_type)) != 0) break;
+        } else if (f.field == 3) {
+            if ((rc = kosmos2__pb_want(&f, 2, "ModelProto.normalizer_spec")) != 0) break;
+            if ((rc = kosmos2__spm_read_normalizer(&r, &f, tok, &charsmap, &charsmap_len)) != 0) break;
+        }
+    }
+    if (rc < 0) goto fail;
+    if (tok->model_type != KOSMOS2__SPM_UNIGRAM && tok->model_type != KOSMOS2__SPM_BPE) {
+        rc = kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "SentencePiece model_type %d (only 1 UNIGRAM and 2 BPE)", tok->model_type);
+        goto fail;
+    }
+    if (n_pieces < 3 || n_pieces > KOSMOS2__TOK_MAX_PIECES) {
+        rc = kosmos2__fail(KOSMOS2_E_FORMAT, "SentencePiece model has %zu pieces (expected 3..%d)", n_pieces, KOSMOS2__TOK_MAX_PIECES);
+        goto fail;
+    }
+    /* pass 2: the pieces */
+    pieces = (kosmos2__spm_piece *)kosmos2__calloc(n_pieces, sizeof *pieces);
+    if (!pieces) { rc = KOSMOS2_E_NOMEM; goto fail; }
+    r.p = r.base;
+    while ((rc = kosmos2__pb_next(&r, &f)) > 0)
+        if (f.field == 1 && (rc = kosmos2__spm_read_piece(&r, &f, &pieces[k++])) != 0) break;
+    if (rc < 0) goto fail;
+    tok->n_pieces = (int)n_pieces;
+    if ((rc = kosmos2__charsmap_load(tok, charsmap, charsmap_len)) != 0) goto fail;
+    kosmos2__charsmap_cache_ascii(tok);
+    if ((rc = kosmos2__tok_build_vocab(tok, pieces)) != 0) goto fail;
+    if (tok->model_type == KOSMOS2__SPM_BPE && (rc = kosmos2__tok_build_merges(tok, pieces)) != 0) goto fail;
+    KOSMOS2_FREE(pieces);
+    *out = tok;
+    return 0;
+fail:
+    KOSMOS2_FREE(pieces);
+    kosmos2_tokenizer_free(tok);
+    return rc ? rc : KOSMOS2_E_FORMAT;
+}
+
+int kosmos2_tokenizer_load_file(const char *spm_model_path, kosmos2_tokenizer **out) {
+    FILE *fp;
+    long n;
+    unsigned char *buf;
+    int rc;
+    if (!out || !spm_model_path) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_tokenizer_load_file: NULL argument");
+    *out = NULL;
+    fp = fopen(spm_model_path, "rb");
+    if (!fp) return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot open: %s", spm_model_path, strerror(errno));
+    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot determine the size", spm_model_path);
+    }
+    if ((unsigned long)n > KOSMOS2__TOK_MAX_FILE) {
+        fclose(fp);
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "%s: %ld bytes, too large for a SentencePiece model", spm_model_path, n);
+    }
+    buf = (unsigned char *)kosmos2__alloc((size_t)n);
+    if (!buf) { fclose(fp); return KOSMOS2_E_NOMEM; }
+    if (fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        KOSMOS2_FREE(buf);
+        fclose(fp);
+        return kosmos2__fail(KOSMOS2_E_IO, "%s: read error", spm_model_path);
+    }
+    fclose(fp);
+    rc = kosmos2_tokenizer_load_memory(buf, (size_t)n, out);
+    KOSMOS2_FREE(buf);
+    if (rc) return kosmos2__wrap(rc, "%s: ", spm_model_path);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Normaliser
+ * ------------------------------------------------------------------------------------------ */
+/* Darts-clone double-array unit fields. */
+static uint32_t kosmos2__darts_offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
+static uint32_t kosmos2__darts_label(uint32_t u) { return u & ((1u << 31) | 0xFF); }
+static int kosmos2__darts_has_leaf(uint32_t u) { return (u >> 8) & 1; }
+static uint32_t kosmos2__darts_value(uint32_t u) { return u & ((1u << 31) - 1); }
+
+/* The replacement of the SHORTEST charsmap key that is a prefix of s[0..n) (this is what
+ * tokenizers' Precompiled does: the first common-prefix-search result), or NULL. */
+static const char *kosmos2__charsmap_lookup(const kosmos2_tokenizer *tok, const char *s, size_t n, size_t *out_len) {
+    size_t pos = 0, i;
+    uint32_t u;
+    if (!tok->n_darts) return NULL;
+    u = tok->darts[0];
+    pos ^= kosmos2__darts_offset(u);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0) return NULL;
+        pos ^= c;
+        if (pos >= tok->n_darts) return NULL;
+        u = tok->darts[pos];
+        if (kosmos2__darts_label(u) != c) return NULL;
+        pos ^= kosmos2__darts_offset(u);
+        if (pos >= tok->n_darts) return NULL;
+        if (kosmos2__darts_has_leaf(u)) {
+            size_t v = kosmos2__darts_value(tok->darts[pos]), e;
+            if (v >= tok->n_norm_strings) return NULL; /* hostile value: treat as no rule */
+            for (e = v; e < tok->n_norm_strings && tok->norm_strings[e]; e++) {}
+            *out_len = e - v;
+            return tok->norm_strings + v;
+        }
+    }
+    return NULL;
+}
+
+/* Fill tok->ascii_rule: the lookups of the 127 ASCII characters, done once. */
+static void kosmos2__charsmap_cache_ascii(kosmos2_tokenizer *tok) {
+    int c;
+    for (c = 0; c < 128; c++) {
+        char ch = (char)c;
+        size_t len = 0;
+        const char *rep = c ? kosmos2__charsmap_lookup(tok, &ch, 1, &len) : NULL;
+        tok->ascii_rule[c] = rep ? (int32_t)(rep - tok->norm_strings) : -1;
+        tok->ascii_rule_len[c] = (uint32_t)len;
+    }
+}
+
+/* Apply the charsmap to s[0..n) (valid UTF-8), appending to out. Grapheme clusters shorter than
+ * 6 bytes are looked up whole first (a match replaces the whole cluster); otherwise each
+ * character is looked up on its own. */
+static int kosmos2__charsmap_apply(const kosmos2_tokenizer *tok, const char *s, size_t n, kosmos2__buf *out) {
+    size_t i = 0;
+    int rc;
+    if (!tok->n_darts) return kosmos2__buf_put(out, s, n);
+    while (i < n) {
+        size_t g, j, rl;
+        const char *rep;
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80 && c != '\r' && (i + 1 == n || (unsigned char)s[i + 1] < 0x80)) {
+            /* fast path: an ASCII character that is a grapheme cluster on its own */
+            rc = tok->ascii_rule[c] >= 0 ? kosmos2__buf_put(out, tok->norm_strings + tok->ascii_rule[c], tok->ascii_rule_len[c])
+                                         : kosmos2__buf_put(out, s + i, 1);
+            if (rc) return rc;
+            i++;
+            continue;
+        }
+        g = kosmos2__grapheme_len(s + i, n - i);
+        if (g < 6 && (rep = kosmos2__charsmap_lookup(tok, s + i, g, &rl)) != NULL) {
+            if ((rc = kosmos2__buf_put(out, rep, rl)) != 0) return rc;
+            i += g;
+            continue;
+        }
+        for (j = i; j < i + g;) {
+            size_t cl = (size_t)kosmos2__utf8_len((unsigned char)s[j]);
+            rep = kosmos2__charsmap_lookup(tok, s + j, cl, &rl);
+            rc = rep ? kosmos2__buf_put(out, rep, rl) : kosmos2__buf_put(out, s + j, cl);
+            if (rc) return rc;
+            j += cl;
+        }
+        i += g;
+    }
+    return 0;
+}
+
+/* Length of s[0..n) without trailing White_Space characters (valid UTF-8). */
+static size_t kosmos2__rstrip_len(const char *s, size_t n) {
+    while (n > 0) {
+        size_t start = n - 1;
+        uint32_t cp;
+        while (start > 0 && ((unsigned char)s[start] & 0xC0) == 0x80) start--;
+        if (!kosmos2__utf8_decode((const unsigned char *)s + start, n - start, &cp) || !kosmos2__is_white_space(cp)) break;
+        n = start;
+    }
+    return n;
+}
+
+/* One text segment -> the Metaspace string: charsmap, strip right, every run of ' ' -> one "▁",
+ * "▁" prepended when missing (empty stays empty). `tmp` is scratch. */
+static int kosmos2__normalize_segment(const kosmos2_tokenizer *tok, const char *s, size_t n, kosmos2__buf *tmp,
+                                      kosmos2__buf *out) {
+    size_t i, len;
+    int rc;
+    tmp->n = 0;
+    out->n = 0;
+    if ((rc = kosmos2__buf_put(tmp, "", 0)) != 0 || (rc = kosmos2__buf_put(out, "", 0)) != 0) return rc;
+    if ((rc = kosmos2__charsmap_apply(tok, s, n, tmp)) != 0) return rc;
+    if ((i = kosmos2__utf8_check(tmp->p, tmp->n)) != 0) /* only a corrupt charsmap can do this */
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "precompiled_charsmap produced invalid UTF-8");
+    len = kosmos2__rstrip_len(tmp->p, tmp->n);
+    if (len == 0) return 0;
+    if (!(len >= 3 && memcmp(tmp->p, "\xE2\x96\x81", 3) == 0) && tmp->p[0] != ' ')
+        if ((rc = kosmos2__buf_put(out, "\xE2\x96\x81", 3)) != 0) return rc;
+    for (i = 0; i < len;) {
+        if (tmp->p[i] == ' ') {
+            if ((rc = kosmos2__buf_put(out, "\xE2\x96\x81", 3)) != 0) return rc;
+            while (i < len && tmp->p[i] == ' ') i++;
+        } else {
+            size_t j = i;
+            while (j < len && tmp->p[j] != ' ') j++;
+            if ((rc = kosmos2__buf_put(out, tmp->p + i, j - i)) != 0) return rc;
+            i = j;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Models: one Metaspace word ("▁" + characters up to the next "▁") -> ids appended to `out`
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    double *best;     /* [n + 1] best path score ending at byte i */
+    int32_t *from;    /* [n + 1] start byte of the last token of that path, -1 = unreached */
+    int32_t *id;      /* [n + 1] id of that last token */
+    size_t cap;
+} kosmos2__lattice;
+
+static int kosmos2__lattice_reserve(kosmos2__lattice *L, size_t n) {
+    double *b;
+    int32_t *f, *d;
+    if (n + 1 <= L->cap) return 0;
+    if (n >= (size_t)INT32_MAX) return kosmos2__fail(KOSMOS2_E_LIMIT, "word of %zu bytes is too long", n);
+    b = (double *)KOSMOS2_REALLOC(L->best, (n + 1) * sizeof(double));
+    if (b) L->best = b;
+    f = (int32_t *)KOSMOS2_REALLOC(L->from, (n + 1) * sizeof(int32_t));
+    if (f) L->from = f;
+    d = (int32_t *)KOSMOS2_REALLOC(L->id, (n + 1) * sizeof(int32_t));
+    if (d) L->id = d;
+    if (!b || !f || !d) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory (word of %zu bytes)", n);
+    L->cap = n + 1;
+    return 0;
+}
+
+/* Unigram: Viterbi over all vocabulary matches (ties keep the earlier candidate); a character
+ * with no single-character piece gets an <unk> edge scored min - 10; runs of <unk> fuse. */
+static int kosmos2__unigram_word(const kosmos2_tokenizer *tok, const char *w, size_t n, kosmos2__lattice *L,
+                                 kosmos2__ids *out) {
+    size_t i, start, first;
+    int rc;
+    if ((rc = kosmos2__lattice_reserve(L, n)) != 0) return rc;
+    for (i = 0; i <= n; i++) L->from[i] = -1;
+    L->best[0] = 0.0;
+    for (start = 0; start < n;) {
+        size_t clen = (size_t)kosmos2__utf8_len((unsigned char)w[start]), end;
+        int32_t node = 0;
+        int single = 0;
+        double base = L->best[start];
+        for (end = start; end < n;) {
+            node = kosmos2__trie_step(&tok->vocab, node, (unsigned char)w[end++]);
+            if (node < 0) break;
+            if (tok->vocab.value[node] >= 0) {
+                int32_t id = tok->vocab.value[node];
+                double cand = base + tok->score[id];
+                if (L->from[end] < 0 || cand > L->best[end]) {
+                    L->best[end] = cand;
+                    L->from[end] = (int32_t)start;
+                    L->id[end] = id;
+                }
+                if (end - start == clen) single = 1;
+            }
+        }
+        if (!single) {
+            double cand = base + tok->unk_score;
+            end = start + clen;
+            if (L->from[end] < 0 || cand > L->best[end]) {
+                L->best[end] = cand;
+                L->from[end] = (int32_t)start;
+                L->id[end] = tok->unk_id;
+            }
+        }
+        start += clen;
+    }
+    /* backtrack into the tail of `out`, then reverse that tail */
+    first = out->n;
+    for (i = n; i > 0;) {
+        int32_t id = L->id[i];
+        size_t s = (size_t)L->from[i];
+        if (!(id == tok->unk_id && out->n > first && out->p[out->n - 1] == tok->unk_id))
+            if ((rc = kosmos2__ids_push(out, id)) != 0) return rc;
+        i = s;
+    }
+    for (i = 0; i < (out->n - first) / 2; i++) {
+        int32_t t = out->p[first + i];
+        out->p[first + i] = out->p[out->n - 1 - i];
+        out->p[out->n - 1 - i] = t;
+    }
+    return 0;
+}
+
+/* BPE word state: symbols in a linked list, a min-heap of candidate merges (rank, pos). */
+typedef struct { int32_t id, prev, next, len; } kosmos2__bpe_sym;
+typedef struct { int32_t rank, pos, new_id; } kosmos2__bpe_merge;
+
+static int kosmos2__bpe_less(const kosmos2__bpe_merge *a, const kosmos2__bpe_merge *b) {
+    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+static void kosmos2__bpe_heap_push(kosmos2__bpe_merge *h, size_t *n, kosmos2__bpe_merge m) {
+    size_t i = (*n)++;
+    h[i] = m;
+    while (i > 0 && kosmos2__bpe_less(&h[i], &h[(i - 1) / 2])) {
+        kosmos2__bpe_merge t = h[i]; h[i] = h[(i - 1) / 2]; h[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+}
+static kosmos2__bpe_merge kosmos2__bpe_heap_pop(kosmos2__bpe_merge *h, size_t *n) {
+    kosmos2__bpe_merge top = h[0];
+    size_t i = 0;
+    h[0] = h[--(*n)];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && kosmos2__bpe_less(&h[l], &h[m])) m = l;
+        if (r < *n && kosmos2__bpe_less(&h[r], &h[m])) m = r;
+        if (m == i) break;
+        { kosmos2__bpe_merge t = h[i]; h[i] = h[m]; h[m] = t; }
+        i = m;
+    }
+    return top;
+}
+
+/* Push the merge of symbols a and a.next, if that pair has a rank. */
+static void kosmos2__bpe_consider(const kosmos2_tokenizer *tok, const kosmos2__bpe_sym *sym, int32_t a,
+                                  kosmos2__bpe_merge *heap, size_t *nh) {
+    int32_t rank, new_id;
+    int32_t b = sym[a].next;
+    if (b < 0) return;
+    if (kosmos2__map_get(&tok->merges, (uint64_t)(uint32_t)sym[a].id << 32 | (uint32_t)sym[b].id, &rank, &new_id)) {
+        kosmos2__bpe_merge m;
+        m.rank = rank;
+        m.pos = a;
+        m.new_id = new_id;
+        kosmos2__bpe_heap_push(heap, nh, m);
+    }
+}
+
+/* BPE: characters (unknown ones fused into one <unk>), then merges lowest rank first (leftmost
+ * on ties), skipping stale heap entries exactly as tokenizers' Word::merge_all does. */
+static int kosmos2__bpe_word(const kosmos2_tokenizer *tok, const char *w, size_t n, kosmos2__ids *out) {
+    kosmos2__bpe_sym *sym;
+    kosmos2__bpe_merge *heap;
+    size_t i, ns = 0, nh = 0, heap_cap;
+    int32_t a;
+    int rc = 0;
+    sym = (kosmos2__bpe_sym *)kosmos2__calloc(n + 1, sizeof *sym);
+    heap_cap = 3 * (n + 1);
+    heap = (kosmos2__bpe_merge *)kosmos2__calloc(heap_cap, sizeof *heap);
+    if (!sym || !heap) { KOSMOS2_FREE(sym); KOSMOS2_FREE(heap); return KOSMOS2_E_NOMEM; }
+    for (i = 0; i < n;) {
+        size_t cl = (size_t)kosmos2__utf8_len((unsigned char)w[i]);
+        int32_t id = kosmos2__trie_find(&tok->vocab, w + i, cl);
+        if (id < 0 && ns > 0 && sym[ns - 1].id == tok->unk_id && sym[ns - 1].len < 0) {
+            sym[ns - 1].len -= (int32_t)cl; /* negative len marks a fused unknown run */
+        } else {
+            sym[ns].id = id < 0 ? tok->unk_id : id;
+            sym[ns].len = id < 0 ? -(int32_t)cl : (int32_t)cl;
+            sym[ns].prev = (int32_t)ns - 1;
+            sym[ns].next = -1;
+            if (ns > 0) sym[ns - 1].next = (int32_t)ns;
+            ns++;
+        }
+        i += cl;
+    }
+    for (i = 0; i < ns; i++) if (sym[i].len < 0) sym[i].len = -sym[i].len;
+    for (a = 0; a + 1 < (int32_t)ns; a++) kosmos2__bpe_consider(tok, sym, a, heap, &nh);
+    while (nh > 0) {
+        kosmos2__bpe_merge top = kosmos2__bpe_heap_pop(heap, &nh);
+        int32_t b, rank, new_id;
+        if (sym[top.pos].len == 0 || sym[top.pos].next < 0) continue;
+        b = sym[top.pos].next;
+        if (!kosmos2__map_get(&tok->merges, (uint64_t)(uint32_t)sym[top.pos].id << 32 | (uint32_t)sym[b].id, &rank, &new_id) ||
+            new_id != top.new_id)
+            continue; /* stale entry */
+        sym[top.pos].id = top.new_id;
+        sym[top.pos].len += sym[b].len;
+        sym[top.pos].next = sym[b].next;
+        sym[b].len = 0;
+        if (sym[b].next >= 0) sym[sym[b].next].prev = top.pos;
+        if (nh + 2 > heap_cap) { rc = kosmos2__fail(KOSMOS2_E_LIMIT, "BPE heap overflow"); break; }
+        if (sym[top.pos].prev >= 0) kosmos2__bpe_consider(tok, sym, sym[top.pos].prev, heap, &nh);
+        kosmos2__bpe_consider(tok, sym, top.pos, heap, &nh);
+    }
+    for (i = 0; i < ns && !rc; i++)
+        if (sym[i].len != 0) rc = kosmos2__ids_push(out, sym[i].id);
+    KOSMOS2_FREE(sym);
+    KOSMOS2_FREE(heap);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Encoding
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    kosmos2__buf tmp, norm;
+    kosmos2__lattice lattice;
+    kosmos2__ids ids;
+} kosmos2__tok_scratch;
+
+static void kosmos2__tok_scratch_free(kosmos2__tok_scratch *s) {
+    KOSMOS2_FREE(s->tmp.p);
+    KOSMOS2_FREE(s->norm.p);
+    KOSMOS2_FREE(s->lattice.best);
+    KOSMOS2_FREE(s->lattice.from);
+    KOSMOS2_FREE(s->lattice.id);
+    KOSMOS2_FREE(s->ids.p);
+}
+
+/* A text segment between added tokens -> ids appended to sc->ids. */
+static int kosmos2__encode_segment(const kosmos2_tokenizer *tok, const char *s, size_t n, kosmos2__tok_scratch *sc) {
+    size_t i, j;
+    int rc;
+    if (n == 0) return 0;
+    if ((rc = kosmos2__normalize_segment(tok, s, n, &sc->tmp, &sc->norm)) != 0) return rc;
+    /* Metaspace split: the string starts with "▁"; a new word starts at every further "▁" */
+    for (i = 0; i < sc->norm.n; i = j) {
+        for (j = i + 3; j < sc->norm.n; j++)
+            if (j + 2 < sc->norm.n && memcmp(sc->norm.p + j, "\xE2\x96\x81", 3) == 0) break;
+        if (j > sc->norm.n) j = sc->norm.n;
+        rc = tok->model_type == KOSMOS2__SPM_BPE ? kosmos2__bpe_word(tok, sc->norm.p + i, j - i, &sc->ids)
+                                                 : kosmos2__unigram_word(tok, sc->norm.p + i, j - i, &sc->lattice, &sc->ids);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The longest added token starting at s[0..n): its id and length, or -1. */
+static int32_t kosmos2__match_added(const kosmos2_tokenizer *tok, const char *s, size_t n, size_t *len) {
+    int32_t node = 0, best = -1;
+    size_t i;
+    if (!tok->added_first[(unsigned char)s[0]]) return -1;
+    for (i = 0; i < n; i++) {
+        node = kosmos2__trie_step(&tok->added, node, (unsigned char)s[i]);
+        if (node < 0) break;
+        if (tok->added.value[node] >= 0) {
+            best = tok->added.value[node];
+            *len = i + 1;
+        }
+    }
+    return best;
+}
+
+/* Full text -> sc->ids: split on added tokens (leftmost-longest; lstrip swallows the
+ * whitespace before a token, but not past the previous token), encode the segments between. */
+static int kosmos2__encode_text(const kosmos2_tokenizer *tok, const char *s, size_t n, kosmos2__tok_scratch *sc) {
+    size_t seg = 0, i = 0, bad;
+    int rc;
+    if ((bad = kosmos2__utf8_check(s, n)) != 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "text is not valid UTF-8 (byte %zu)", bad - 1);
+    while (i < n) {
+        size_t mlen = 0, start = i;
+        int32_t id = kosmos2__match_added(tok, s + i, n - i, &mlen);
+        if (id < 0) { i++; continue; }
+        if (tok->flags[id] & KOSMOS2__TOK_LSTRIP) { /* swallow White_Space to the left */
+            while (start > seg) {
+                size_t p = start - 1;
+                uint32_t cp;
+                while (p > seg && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
+                if (!kosmos2__utf8_decode((const unsigned char *)s + p, start - p, &cp) || !kosmos2__is_white_space(cp)) break;
+                start = p;
+            }
+        }
+        if ((rc = kosmos2__encode_segment(tok, s + seg, start - seg, sc)) != 0) return rc;
+        if ((rc = kosmos2__ids_push(&sc->ids, id)) != 0) return rc;
+        i += mlen;
+        seg = i;
+    }
+    return kosmos2__encode_segment(tok, s + seg, n - seg, sc);
+}
+
+int kosmos2_tokenize(const kosmos2_tokenizer *tok, const char *utf8, int32_t *ids, int cap) {
+    kosmos2__tok_scratch sc;
+    int rc;
+    if (!tok || !utf8 || cap < 0 || (cap > 0 && !ids))
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_tokenize: bad argument");
+    memset(&sc, 0, sizeof sc);
+    rc = kosmos2__encode_text(tok, utf8, strlen(utf8), &sc);
+    if (rc == 0) {
+        if (sc.ids.n > (size_t)INT_MAX) rc = kosmos2__fail(KOSMOS2_E_LIMIT, "too many tokens");
+        else {
+            size_t k = sc.ids.n < (size_t)cap ? sc.ids.n : (size_t)cap;
+            if (k) memcpy(ids, sc.ids.p, k * sizeof(int32_t));
+            rc = (int)sc.ids.n;
+        }
+    }
+    kosmos2__tok_scratch_free(&sc);
+    return rc;
+}
+
+int kosmos2_tokenizer_normalize(const kosmos2_tokenizer *tok, const char *utf8, char *out, size_t cap) {
+    kosmos2__tok_scratch sc;
+    size_t n, bad;
+    int rc;
+    if (!tok || !utf8 || (cap > 0 && !out)) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_tokenizer_normalize: bad argument");
+    n = strlen(utf8);
+    if ((bad = kosmos2__utf8_check(utf8, n)) != 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "text is not valid UTF-8 (byte %zu)", bad - 1);
+    memset(&sc, 0, sizeof sc);
+    rc = kosmos2__normalize_segment(tok, utf8, n, &sc.tmp, &sc.norm);
+    if (rc == 0) {
+        if (sc.norm.n > (size_t)INT_MAX) rc = kosmos2__fail(KOSMOS2_E_LIMIT, "text too long");
+        else {
+            if (cap > 0) {
+                size_t k = sc.norm.n < cap - 1 ? sc.norm.n : cap - 1;
+                memcpy(out, sc.norm.p, k);
+                out[k] = 0;
+            }
+            rc = (int)sc.norm.n;
+        }
+    }
+    kosmos2__tok_scratch_free(&sc);
+    return rc;
+}
+
+int kosmos2_prompt_ids(const kosmos2_tokenizer *tok, const char *prompt, int n_image_tokens, int32_t *ids,
+                       uint8_t *image_mask, int cap) {
+    kosmos2__tok_scratch sc;
+    kosmos2__buf text;
+    const char *b, *e;
+    int rc = 0, k;
+    size_t i;
+    if (!tok || !prompt || cap < 0 || (cap > 0 && !ids) || n_image_tokens < 0 || n_image_tokens > 65536)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_prompt_ids: bad argument");
+    b = prompt;
+    e = prompt + strlen(prompt);
+    if ((i = kosmos2__utf8_check(b, (size_t)(e - b))) != 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "prompt is not valid UTF-8 (byte %zu)", i - 1);
+    /* Python's str.strip() */
+    for (;;) {
+        uint32_t cp;
+        int l;
+        if (b >= e) break;
+        l = kosmos2__utf8_decode((const unsigned char *)b, (size_t)(e - b), &cp);
+        if (!kosmos2__is_py_space(cp)) break;
+        b += l;
+    }
+    while (e > b) {
+        const char *p = e - 1;
+        uint32_t cp;
+        while (p > b && ((unsigned char)*p & 0xC0) == 0x80) p--;
+        kosmos2__utf8_decode((const unsigned char *)p, (size_t)(e - p), &cp);
+        if (!kosmos2__is_py_space(cp)) break;
+        e = p;
+    }
+    memset(&text, 0, sizeof text);
+    memset(&sc, 0, sizeof sc);
+    rc = kosmos2__buf_put(&text, "<s>", 3);
+    if (n_image_tokens > 0 && !rc) {
+        rc = kosmos2__buf_put(&text, "<image>", 7);
+        for (k = 0; k < n_image_tokens && !rc; k++) rc = kosmos2__buf_put(&text, " <image>", 8);
+        if (!rc) rc = kosmos2__buf_put(&text, " </image> ", 10);
+    }
+    if (!rc) rc = kosmos2__buf_put(&text, b, (size_t)(e - b));
+    if (!rc) rc = kosmos2__encode_text(tok, text.p, text.n, &sc);
+    if (!rc && sc.ids.n > (size_t)INT_MAX) rc = kosmos2__fail(KOSMOS2_E_LIMIT, "too many tokens");
+    if (!rc) {
+        /* positions 2 .. 2+n-1 become the image placeholders unk+1 .. unk+n */
+        for (i = 0; i < sc.ids.n; i++) {
+            int img = n_image_tokens > 0 && i >= 2 && i < 2 + (size_t)n_image_tokens;
+            int32_t id = img ? tok->unk_id + 1 + (int32_t)(i - 2) : sc.ids.p[i];
+            if (i < (size_t)cap) {
+                ids[i] = id;
+                if (image_mask) image_mask[i] = (uint8_t)img;
+            }
+        }
+        rc = (int)sc.ids.n;
+    }
+    KOSMOS2_FREE(text.p);
+    kosmos2__tok_scratch_free(&sc);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ *  Decoding
+ * ------------------------------------------------------------------------------------------ */
+/* Replace every non-overlapping `from` by the shorter-or-equal `to`, left to right (Python's
+ * str.replace), in place. */
+static void kosmos2__replace_all(kosmos2__buf *b, const char *from, const char *to) {
+    size_t fl = strlen(from), tl = strlen(to), r = 0, w = 0;
+    if (b->n < fl) return;
+    while (r < b->n) {
+        if (r + fl <= b->n && memcmp(b->p + r, from, fl) == 0) {
+            memmove(b->p + w, to, tl);
+            w += tl;
+            r += fl;
+        } else {
+            b->p[w++] = b->p[r++];
+        }
+    }
+    b->n = w;
+    b->p[w] = 0;
+}
+
+int kosmos2_detokenize(const kosmos2_tokenizer *tok, const int32_t *ids, int n, int skip_special, char *out,
+                       size_t cap) {
+    static const char *cleanup[10][2] = {{" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},
+                                         {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},
+                                         {" 've", "'ve"}, {" 're", "'re"}};
+    kosmos2__buf b;
+    int i, first = 1, rc = 0, k;
+    if (!tok || n < 0 || (n > 0 && !ids) || (cap > 0 && !out))
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_detokenize: bad argument");
+    memset(&b, 0, sizeof b);
+    if ((rc = kosmos2__buf_put(&b, "", 0)) != 0) return rc;
+    for (i = 0; i < n && !rc; i++) {
+        const char *t;
+        uint32_t len, j, s;
+        if (ids[i] < 0 || ids[i] >= tok->n_vocab) {
+            rc = kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_detokenize: id %d at position %d is out of range (vocabulary %d)",
+                               (int)ids[i], i, tok->n_vocab);
+            break;
+        }
+        if (skip_special && (tok->flags[ids[i]] & KOSMOS2__TOK_SPECIAL)) continue;
+        t = tok->text[ids[i]];
+        len = tok->text_len[ids[i]];
+        /* Metaspace decoder: "▁" -> " ", or removed in the first token */
+        for (s = j = 0; j < len && !rc; j++) {
+            if (j + 2 < len && memcmp(t + j, "\xE2\x96\x81", 3) == 0) {
+                rc = kosmos2__buf_put(&b, t + s, j - s);
+                if (!rc && !first) rc = kosmos2__buf_put(&b, " ", 1);
+                j += 2;
+                s = j + 1;
+            }
+        }
+        if (!rc) rc = kosmos2__buf_put(&b, t + s, len - s);
+        first = 0;
+    }
+    if (!rc) {
+        for (k = 0; k < 10; k++) kosmos2__replace_all(&b, cleanup[k][0], cleanup[k][1]);
+        if (b.n > (size_t)INT_MAX) rc = kosmos2__fail(KOSMOS2_E_LIMIT, "decoded text too long");
+        else {
+            if (cap > 0) {
+                size_t c = b.n < cap - 1 ? b.n : cap - 1;
+                memcpy(out, b.p, c);
+                out[c] = 0;
+            }
+            rc = (int)b.n;
+        }
+    }
+    KOSMOS2_FREE(b.p);
+    return rc;
+}
+/* ============================================================================================
+ *  [4] IMAGE: decode (stb_image / libjpeg), Pillow-exact bicubic resize, normalise
+ * ============================================================================================
+ *  file bytes ──► decode ──► RGB u8 [H,W,3] ──► bicubic squash [224,224,3] ──► rescale,
+ *  normalise ──► pixel_values float32 [3,224,224]
+ */
+
+/* ---- stb_image, compiled here unless the user already has it ----------------------------- */
+#ifndef KOSMOS2_NO_STB_IMAGE
+#ifndef KOSMOS2_STB_IMAGE_INCLUDE
+#define KOSMOS2_STB_IMAGE_INCLUDE <stb/stb_image.h>
+#endif
+#ifndef KOSMOS2_STB_IMAGE_IMPLEMENTED
+#ifdef STBI_INCLUDE_STB_IMAGE_H
+#error "stb_image.h was included before kosmos2.h's implementation: include it after, or define KOSMOS2_STB_IMAGE_IMPLEMENTED"
+#endif
+#define STB_IMAGE_IMPLEMENTATION
+/* A private copy: its public functions get a kosmos2__ prefix so that they cannot clash with
+ * a stb_image the user links. (Not STB_IMAGE_STATIC: stb_image v2.27 declares a function it never
+ * defines, which GCC reports under -Wall for static declarations whatever the pragmas say.) */
+#define stbi__unpremultiply_on_load_thread kosmos2__stbi__unpremultiply_on_load_thread /* v2.27 typo */
+#define stbi_convert_iphone_png_to_rgb kosmos2__stbi_convert_iphone_png_to_rgb
+#define stbi_convert_iphone_png_to_rgb_thread kosmos2__stbi_convert_iphone_png_to_rgb_thread
+#define stbi_convert_wchar_to_utf8 kosmos2__stbi_convert_wchar_to_utf8
+#define stbi_failure_reason kosmos2__stbi_failure_reason
+#define stbi_hdr_to_ldr_gamma kosmos2__stbi_hdr_to_ldr_gamma
+#define stbi_hdr_to_ldr_scale kosmos2__stbi_hdr_to_ldr_scale
+#define stbi_image_free kosmos2__stbi_image_free
+#define stbi_info kosmos2__stbi_info
+#define stbi_info_from_callbacks kosmos2__stbi_info_from_callbacks
+#define stbi_info_from_file kosmos2__stbi_info_from_file
+#define stbi_info_from_memory kosmos2__stbi_info_from_memory
+#define stbi_is_16_bit kosmos2__stbi_is_16_bit
+#define stbi_is_16_bit_from_callbacks kosmos2__stbi_is_16_bit_from_callbacks
+#define stbi_is_16_bit_from_file kosmos2__stbi_is_16_bit_from_file
+#define stbi_is_16_bit_from_memory kosmos2__stbi_is_16_bit_from_memory
+#define stbi_is_hdr kosmos2__stbi_is_hdr
+#define stbi_is_hdr_from_callbacks kosmos2__stbi_is_hdr_from_callbacks
+#define stbi_is_hdr_from_file kosmos2__stbi_is_hdr_from_file
+#define stbi_is_hdr_from_memory kosmos2__stbi_is_hdr_from_memory
+#define stbi_ldr_to_hdr_gamma kosmos2__stbi_ldr_to_hdr_gamma
+#define stbi_ldr_to_hdr_scale kosmos2__stbi_ldr_to_hdr_scale
+#define stbi_load kosmos2__stbi_load
+#define stbi_load_16 kosmos2__stbi_load_16
+#define stbi_load_16_from_callbacks kosmos2__stbi_load_16_from_callbacks
+#define stbi_load_16_from_memory kosmos2__stbi_load_16_from_memory
+#define stbi_load_from_callbacks kosmos2__stbi_load_from_callbacks
+#define stbi_load_from_file kosmos2__stbi_load_from_file
+#define stbi_load_from_file_16 kosmos2__stbi_load_from_file_16
+#define stbi_load_from_memory kosmos2__stbi_load_from_memory
+#define stbi_load_gif_from_memory kosmos2__stbi_load_gif_from_memory
+#define stbi_loadf kosmos2__stbi_loadf
+#define stbi_loadf_from_callbacks kosmos2__stbi_loadf_from_callbacks
+#define stbi_loadf_from_file kosmos2__stbi_loadf_from_file
+#define stbi_loadf_from_memory kosmos2__stbi_loadf_from_memory
+#define stbi_set_flip_vertically_on_load kosmos2__stbi_set_flip_vertically_on_load
+#define stbi_set_flip_vertically_on_load_thread kosmos2__stbi_set_flip_vertically_on_load_thread
+#define stbi_set_unpremultiply_on_load kosmos2__stbi_set_unpremultiply_on_load
+#define stbi_set_unpremultiply_on_load_thread kosmos2__stbi_set_unpremultiply_on_load_thread
+#define stbi_zlib_decode_buffer kosmos2__stbi_zlib_decode_buffer
+#define stbi_zlib_decode_malloc kosmos2__stbi_zlib_decode_malloc
+#define stbi_zlib_decode_malloc_guesssize kosmos2__stbi_zlib_decode_malloc_guesssize
+#define stbi_zlib_decode_malloc_guesssize_headerflag kosmos2__stbi_zlib_decode_malloc_guesssize_headerflag
+#define stbi_zlib_decode_noheader_buffer kosmos2__stbi_zlib_decode_noheader_buffer
+#define stbi_zlib_decode_noheader_malloc kosmos2__stbi_zlib_decode_noheader_malloc
+#define STBI_ONLY_JPEG   /* the formats Pillow also reads (no HDR, PSD, PIC); PNM is ours */
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_ONLY_TGA
+#define STBI_MALLOC(n) KOSMOS2_MALLOC(n) /* so decoded pixels can be kept as they are */
+#define STBI_REALLOC(p, n) KOSMOS2_REALLOC(p, n)
+#define STBI_FREE(p) KOSMOS2_FREE(p)
+#define KOSMOS2__STB_OWNS_ALLOCATOR 1
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#endif
+#include KOSMOS2_STB_IMAGE_INCLUDE
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef STB_IMAGE_IMPLEMENTATION /* a later #include <stb_image.h> in this file sees our (renamed) copy */
+#endif /* KOSMOS2_NO_STB_IMAGE */
+
+#ifdef KOSMOS2_USE_LIBJPEG
+#include <setjmp.h>
+#include <jpeglib.h>
+#include <jerror.h>
+#endif
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+/* Allocate an RGB image of w x h (w, h > 0), checking w*h*3 for overflow. */
+static int kosmos2__image_alloc(kosmos2_image *img, int w, int h) {
+    img->width = img->height = 0;
+    img->rgb = NULL;
+    if (w <= 0 || h <= 0) return kosmos2__fail(KOSMOS2_E_INVALID, "image size %dx%d is empty", w, h);
+    if ((size_t)w > SIZE_MAX / 3 / (size_t)h)
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "image size %dx%d overflows", w, h);
+    img->rgb = (uint8_t *)kosmos2__alloc((size_t)w * (size_t)h * 3);
+    if (!img->rgb) return KOSMOS2_E_NOMEM;
+    img->width = w;
+    img->height = h;
+    return KOSMOS2_OK;
+}
+
+void kosmos2_image_free(kosmos2_image *img) {
+    if (!img) return;
+    KOSMOS2_FREE(img->rgb);
+    img->rgb = NULL;
+    img->width = img->height = 0;
+}
+
+/* Refuse w x h when it exceeds max_pixels (0 = default). */
+KOSMOS2__UNUSED static int kosmos2__image_check_limit(long long w, long long h, size_t max_pixels) {
+    if (!max_pixels) max_pixels = KOSMOS2_IMAGE_DEFAULT_MAX_PIXELS;
+    if (w <= 0 || h <= 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "image has an empty size %lldx%lld", w, h);
+    if ((unsigned long long)w > (unsigned long long)max_pixels / (unsigned long long)h)
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "image is %lldx%lld, more than the limit of %zu pixels",
+                             w, h, max_pixels);
+    return KOSMOS2_OK;
+}
+
+int kosmos2_image_from_pixels(const uint8_t *pixels, int width, int height, int channels,
+                              size_t row_stride_bytes, kosmos2_image *out) {
+    int x, y, rc;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_from_pixels: out is NULL");
+    out->width = out->height = 0;
+    out->rgb = NULL;
+    if (!pixels) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_from_pixels: pixels is NULL");
+    if (channels < 1 || channels > 4)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_from_pixels: %d channels (1..4)", channels);
+    if (width <= 0 || height <= 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_from_pixels: empty size %dx%d", width, height);
+    if (row_stride_bytes == 0) row_stride_bytes = (size_t)width * (size_t)channels;
+    if (row_stride_bytes < (size_t)width * (size_t)channels)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_from_pixels: row stride %zu < %d x %d",
+                             row_stride_bytes, width, channels);
+    if ((rc = kosmos2__image_alloc(out, width, height))) return rc;
+    for (y = 0; y < height; y++) {
+        const uint8_t *src = pixels + (size_t)y * row_stride_bytes; /* [width, channels] */
+        uint8_t *dst = out->rgb + (size_t)y * (size_t)width * 3;  /* [width, 3] */
+        for (x = 0; x < width; x++, src += channels, dst += 3) {
+            if (channels <= 2) { /* L, LA: gray replicated, alpha dropped */
+                dst[0] = dst[1] = dst[2] = src[0];
+            } else {             /* RGB, RGBA: alpha dropped */
+                dst[0] = src[0];
+                dst[1] = src[1];
+                dst[2] = src[2];
+            }
+        }
+    }
+    return KOSMOS2_OK;
+}
+
+/* ---- JPEG through libjpeg(-turbo), configured as Pillow's JpegDecode ---------------------- *
+ * Pillow 9.x: mode from the component count (1 L, 3 RGB, 4 CMYK), out_color_space = that mode
+ * (libjpeg's default colour-space guess for the file, default DCT method JDCT_ISLOW, fancy
+ * upsampling on), CMYK read as Adobe-inverted ("CMYK;I") and turned into RGB by Pillow's
+ * cmyk2rgb; a file that ends early is an error ("image file is truncated"). */
+#ifdef KOSMOS2_USE_LIBJPEG
+typedef struct kosmos2__jpeg_error {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+} kosmos2__jpeg_error;
+
+static void kosmos2__jpeg_error_exit(j_common_ptr cinfo) {
+    kosmos2__jpeg_error *err = (kosmos2__jpeg_error *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, err->message);
+    longjmp(err->jump, 1);
+}
+
+/* Warnings are ignored as Pillow does, except running out of data: Pillow refuses truncated files. */
+static void kosmos2__jpeg_emit_message(j_common_ptr cinfo, int level) {
+    kosmos2__jpeg_error *err = (kosmos2__jpeg_error *)cinfo->err;
+    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+        strcpy(err->message, "image file is truncated");
+        longjmp(err->jump, 1);
+    }
+}
+
+static void kosmos2__jpeg_output_message(j_common_ptr cinfo) { (void)cinfo; }
+
+/* Pillow's cmyk2rgb on Adobe-inverted samples: r = nk - c*nk/255 with c = 255 - raw, nk = raw K. */
+static uint8_t kosmos2__cmyk_channel(int raw_c, int raw_k) {
+    int c = 255 - raw_c, nk = raw_k;           /* "CMYK;I" unpacking inverts */
+    int t = c * nk + 128, v = nk - (((t >> 8) + t) >> 8); /* MULDIV255 */
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+static int kosmos2__decode_libjpeg(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
+    struct jpeg_decompress_struct cinfo;
+    kosmos2__jpeg_error err;
+    uint8_t *volatile row = NULL; /* [width, components] one decoded scanline */
+    volatile int rc = KOSMOS2_OK;
+    int ncomp, x;
+    memset(&cinfo, 0, sizeof cinfo);
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = kosmos2__jpeg_error_exit;
+    err.pub.emit_message = kosmos2__jpeg_emit_message;
+    err.pub.output_message = kosmos2__jpeg_output_message;
+    err.message[0] = 0;
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        KOSMOS2_FREE(row);
+        kosmos2_image_free(out);
+        if (rc == KOSMOS2_OK) rc = kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: %s", err.message);
+        return rc;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, (const unsigned char *)data, (unsigned long)size);
+    jpeg_read_header(&cinfo, TRUE);
+    ncomp = cinfo.num_components;
+    if ((rc = kosmos2__image_check_limit(cinfo.image_width, cinfo.image_height, max_pixels))) goto done;
+    if (ncomp == 1) cinfo.out_color_space = JCS_GRAYSCALE;
+    else if (ncomp == 3) cinfo.out_color_space = JCS_RGB;
+    else if (ncomp == 4) cinfo.out_color_space = JCS_CMYK;
+    else {
+        rc = kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "JPEG: %d colour components (1, 3 or 4 supported)", ncomp);
+        goto done;
+    }
+    jpeg_start_decompress(&cinfo);
+    if ((rc = kosmos2__image_alloc(out, (int)cinfo.output_width, (int)cinfo.output_height))) goto done;
+    row = (uint8_t *)kosmos2__alloc((size_t)cinfo.output_width * (size_t)cinfo.output_components);
+    if (!row) { rc = KOSMOS2_E_NOMEM; goto done; }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW rows[1];
+        uint8_t *dst = out->rgb + (size_t)cinfo.output_scanline * (size_t)out->width * 3; /* [W, 3] */
+        rows[0] = (JSAMPROW)row;
+        if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) {
+            rc = kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: image file is truncated");
+            goto done;
+        }
+        for (x = 0; x < out->width; x++, dst += 3) {
+            const uint8_t *s = row + (size_t)x * (size_t)ncomp;
+            if (ncomp == 1) dst[0] = dst[1] = dst[2] = s[0];
+            else if (ncomp == 3) { dst[0] = s[0]; dst[1] = s[1]; dst[2] = s[2]; }
+            else {
+                dst[0] = kosmos2__cmyk_channel(s[0], s[3]);
+                dst[1] = kosmos2__cmyk_channel(s[1], s[3]);
+                dst[2] = kosmos2__cmyk_channel(s[2], s[3]);
+            }
+        }
+    }
+done:
+    jpeg_destroy_decompress(&cinfo); /* no jpeg_finish_decompress: trailing data is not needed */
+    KOSMOS2_FREE(row);
+    if (rc) kosmos2_image_free(out);
+    return rc;
+}
+#endif /* KOSMOS2_USE_LIBJPEG */
+
+/* ---- binary PNM (P4, P5, P6), read as Pillow 9.x reads it ------------------------------- *
+ * (stb_image does not rescale maxval != 255 and v2.27 misreads 16-bit PPM.) Pillow: maxval 255
+ * is raw; P5 with maxval > 255 is mode "I" (convert("RGB") then clips at 255); any other maxval
+ * is rescaled, value = min(out_max, round_half_even(v / maxval * out_max)) with out_max 65535
+ * for mode "I" and 255 otherwise; P4 bit 1 is black. Plain (ASCII) P1-P3 are not supported. */
+
+/* One header token as Pillow's PpmImageFile._read_token: whitespace-separated, '#' comments to the
+ * end of the line, at most 10 characters, here digits only. */
+static int kosmos2__pnm_token(const uint8_t *d, size_t n, size_t *p, long *value) {
+    int len = 0;
+    long v = 0;
+    while (len <= 10) {
+        uint8_t c;
+        if (*p >= n) break;
+        c = d[(*p)++];
+        if (c == ' ' || (c >= 9 && c <= 13)) {
+            if (len == 0) continue;
+            break;
+        }
+        if (c == '#') { /* comment: skip to CR/LF (consumed) */
+            while (*p < n && d[*p] != '\r' && d[*p] != '\n') (*p)++;
+            if (*p < n) (*p)++;
+            continue;
+        }
+        if (c < '0' || c > '9') return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: bad header character at byte %zu", *p - 1);
+        v = v * 10 + (c - '0');
+        len++;
+    }
+    if (len == 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: header ends early at byte %zu", *p);
+    if (len > 10) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: header token too long at byte %zu", *p);
+    *value = v;
+    return KOSMOS2_OK;
+}
+
+static int kosmos2__decode_pnm(const uint8_t *d, size_t n, size_t max_pixels, kosmos2_image *out) {
+    int kind = d[1] - '0', bands = kind == 6 ? 3 : 1, rc, x, y, b;
+    long w = 0, h = 0, maxval = 1;
+    size_t p = 3, bytes_per_sample, row_bytes, need; /* p: read position, after "P5 " */
+    if (n < 3 || !(d[2] == ' ' || (d[2] >= 9 && d[2] <= 13)))
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: bad magic number");
+    if ((rc = kosmos2__pnm_token(d, n, &p, &w)) || (rc = kosmos2__pnm_token(d, n, &p, &h))) return rc;
+    if (kind != 4 && (rc = kosmos2__pnm_token(d, n, &p, &maxval))) return rc;
+    if (maxval < 1 || maxval > 65535) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: maxval %ld not in 1..65535", maxval);
+    if ((rc = kosmos2__image_check_limit(w, h, max_pixels))) return rc;
+    bytes_per_sample = maxval > 255 ? 2 : 1;
+    row_bytes = kind == 4 ? ((size_t)w + 7) / 8 : (size_t)w * (size_t)bands * bytes_per_sample;
+    need = row_bytes * (size_t)h; /* no overflow: w*h <= max_pixels */
+    if (p > n || n - p < need)
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "PNM: image file is truncated (%zu of %zu data bytes)",
+                             p > n ? (size_t)0 : n - p, need);
+    if ((rc = kosmos2__image_alloc(out, (int)w, (int)h))) return rc;
+    for (y = 0; y < (int)h; y++) {
+        const uint8_t *row = d + p + (size_t)y * row_bytes; /* [row_bytes] */
+        uint8_t *dst = out->rgb + (size_t)y * (size_t)w * 3; /* [w, 3] */
+        for (x = 0; x < (int)w; x++) {
+            uint8_t rgb[3];
+            for (b = 0; b < bands; b++) {
+                long v;
+                if (kind == 4) v = (row[x >> 3] >> (7 - (x & 7)) & 1) ? 0 : 255;
+                else if (bytes_per_sample == 1) v = row[(size_t)x * bands + b];
+                else v = (long)row[((size_t)x * bands + b) * 2] << 8 | row[((size_t)x * bands + b) * 2 + 1];
+                if (kind != 4 && maxval != 255 && !(kind == 5 && maxval == 65535)) {
+                    long out_max = (kind == 5 && maxval > 255) ? 65535 : 255;
+                    double s = nearbyint((double)v / (double)maxval * (double)out_max); /* round half even */
+                    v = s > (double)out_max ? out_max : (long)s;
+                }
+                rgb[b] = (uint8_t)(v > 255 ? 255 : v); /* mode "I" -> RGB clips */
+            }
+            dst[3 * x] = rgb[0];
+            dst[3 * x + 1] = rgb[bands == 3 ? 1 : 0];
+            dst[3 * x + 2] = rgb[bands == 3 ? 2 : 0];
+        }
+    }
+    return KOSMOS2_OK;
+}
+
+/* ---- everything else through stb_image -------------------------------------------------- */
+#ifndef KOSMOS2_NO_STB_IMAGE
+/* stb_image v2.27 (Debian 12) writes past a table when a JPEG Huffman table (DHT) declares more
+ * than 256 codes. Walk the JPEG's segments first and refuse such files. Returns 0 or an error. */
+static int kosmos2__jpeg_check_huffman_tables(const uint8_t *d, size_t n) {
+    size_t p = 2; /* after SOI */
+    while (p + 4 <= n) {
+        unsigned marker;
+        size_t len, end;
+        if (d[p] != 0xFF) { p++; continue; }         /* stray byte: stb resynchronises too */
+        marker = d[p + 1];
+        if (marker == 0xFF) { p++; continue; }       /* fill byte */
+        if (marker == 0xD9) return KOSMOS2_OK;       /* EOI */
+        if (marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) { p += 2; continue; }
+        len = (size_t)d[p + 2] << 8 | d[p + 3];      /* segment length, includes these 2 bytes */
+        if (len < 2) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: segment length %zu at byte %zu", len, p + 2);
+        end = p + 2 + len;
+        if (end > n) return KOSMOS2_OK;              /* truncated: stb reports it */
+        if (marker == 0xC4) {                        /* DHT: [class/id, 16 counts, symbols]... */
+            size_t q = p + 4;
+            while (q < end) {
+                size_t codes = 0;
+                int i;
+                if (q + 17 > end) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: short Huffman table at byte %zu", q);
+                for (i = 1; i <= 16; i++) codes += d[q + (size_t)i];
+                if (codes > 256 || q + 17 + codes > end)
+                    return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: Huffman table with %zu codes at byte %zu", codes, q);
+                q += 17 + codes;
+            }
+        }
+        p = end;
+        if (marker == 0xDA) { /* entropy-coded data follows the scan header: find the next marker */
+            while (p + 1 < n && !(d[p] == 0xFF && d[p + 1] != 0 && !(d[p + 1] >= 0xD0 && d[p + 1] <= 0xD7))) p++;
+        }
+    }
+    return KOSMOS2_OK;
+}
+
+/* The size a PNG/GIF/BMP/JPEG header announces, read before stb_image (which refuses sizes over
+ * 2^30 bytes as "unknown image type"), so that such files get KOSMOS2_E_LIMIT. 0 if unknown. */
+static int kosmos2__sniff_size(const uint8_t *d, size_t n, long long *w, long long *h) {
+    size_t p;
+    if (n >= 24 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0 && memcmp(d + 12, "IHDR", 4) == 0) {
+        *w = (long long)d[16] << 24 | d[17] << 16 | d[18] << 8 | d[19];
+        *h = (long long)d[20] << 24 | d[21] << 16 | d[22] << 8 | d[23];
+        return 1;
+    }
+    if (n >= 10 && memcmp(d, "GIF8", 4) == 0) {
+        *w = d[6] | d[7] << 8;
+        *h = d[8] | d[9] << 8;
+        return 1;
+    }
+    if (n >= 26 && d[0] == 'B' && d[1] == 'M' && (d[14] | d[15] << 8) >= 40) { /* BITMAPINFOHEADER+ */
+        int32_t bw = (int32_t)((uint32_t)d[18] | (uint32_t)d[19] << 8 | (uint32_t)d[20] << 16 | (uint32_t)d[21] << 24);
+        int32_t bh = (int32_t)((uint32_t)d[22] | (uint32_t)d[23] << 8 | (uint32_t)d[24] << 16 | (uint32_t)d[25] << 24);
+        *w = bw < 0 ? -(long long)bw : bw;
+        *h = bh < 0 ? -(long long)bh : bh; /* negative height = top-down rows */
+        return 1;
+    }
+    if (n >= 4 && d[0] == 0xFF && d[1] == 0xD8) { /* first SOFn segment */
+        for (p = 2; p + 9 <= n;) {
+            unsigned m = d[p + 1];
+            if (d[p] != 0xFF || m == 0xDA || m == 0xD9) break;
+            if (m == 0xFF || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { p += m == 0xFF ? 1 : 2; continue; }
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                *h = d[p + 5] << 8 | d[p + 6];
+                *w = d[p + 7] << 8 | d[p + 8];
+                return 1;
+            }
+            p += 2 + ((size_t)d[p + 2] << 8 | d[p + 3]);
+        }
+    }
+    return 0;
+}
+
+static int kosmos2__decode_stb(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
+    int w = 0, h = 0, comp = 0, rc;
+    uint8_t *pixels;
+    if (size > (size_t)INT_MAX) return kosmos2__fail(KOSMOS2_E_LIMIT, "encoded image of %zu bytes is too large", size);
+    if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8 && (rc = kosmos2__jpeg_check_huffman_tables(data, size)))
+        return rc;
+    {
+        long long sw, sh;
+        if (kosmos2__sniff_size(data, size, &sw, &sh) && sw > 0 && sh > 0 &&
+            (rc = kosmos2__image_check_limit(sw, sh, max_pixels)))
+            return rc;
+    }
+    if (!stbi_info_from_memory(data, (int)size, &w, &h, &comp))
+        return kosmos2__fail(KOSMOS2_E_FORMAT, "not a readable JPEG/PNG/BMP/GIF/TGA/PNM image (%s)",
+                             stbi_failure_reason());
+    if ((rc = kosmos2__image_check_limit(w, h, max_pixels))) return rc;
+    if (comp == 1 && stbi_is_16_bit_from_memory(data, (int)size)) {
+        /* 16-bit gray: Pillow opens it as mode "I" and convert("RGB") clips to 0..255 */
+        int x, y, c;
+        stbi_us *g = stbi_load_16_from_memory(data, (int)size, &w, &h, &c, 1); /* [h, w] */
+        if (!g) return kosmos2__fail(KOSMOS2_E_FORMAT, "image decode failed (%s)", stbi_failure_reason());
+        if ((rc = kosmos2__image_alloc(out, w, h))) { stbi_image_free(g); return rc; }
+        for (y = 0; y < h; y++)
+            for (x = 0; x < w; x++) {
+                stbi_us v = g[(size_t)y * (size_t)w + (size_t)x];
+                uint8_t *d = out->rgb + ((size_t)y * (size_t)w + (size_t)x) * 3;
+                d[0] = d[1] = d[2] = (uint8_t)(v > 255 ? 255 : v);
+            }
+        stbi_image_free(g);
+        return KOSMOS2_OK;
+    }
+    pixels = stbi_load_from_memory(data, (int)size, &w, &h, &comp, 3); /* [h, w, 3] */
+    if (!pixels) return kosmos2__fail(KOSMOS2_E_FORMAT, "image decode failed (%s)", stbi_failure_reason());
+#ifdef KOSMOS2__STB_OWNS_ALLOCATOR
+    out->rgb = pixels; /* allocated with KOSMOS2_MALLOC */
+    out->width = w;
+    out->height = h;
+    return KOSMOS2_OK;
+#else
+    if ((rc = kosmos2__image_alloc(out, w, h))) { stbi_image_free(pixels); return rc; }
+    memcpy(out->rgb, pixels, (size_t)w * (size_t)h * 3);
+    stbi_image_free(pixels);
+    return KOSMOS2_OK;
+#endif
+}
+#endif
+
+int kosmos2_image_load_memory(const void *data, size_t size, size_t max_pixels, kosmos2_image *out) {
+    const uint8_t *bytes = (const uint8_t *)data;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_load_memory: out is NULL");
+    out->width = out->height = 0;
+    out->rgb = NULL;
+    if (!data && size) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_load_memory: data is NULL");
+    if (size == 0) return kosmos2__fail(KOSMOS2_E_FORMAT, "image data is empty");
+    if (size >= 2 && bytes[0] == 'P' && bytes[1] >= '1' && bytes[1] <= '6') {
+        if (bytes[1] <= '3') return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "plain (ASCII) PNM is not supported");
+        return kosmos2__decode_pnm(bytes, size, max_pixels, out);
+    }
+#ifdef KOSMOS2_USE_LIBJPEG
+    if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
+        return kosmos2__decode_libjpeg(bytes, size, max_pixels, out);
+#endif
+#ifndef KOSMOS2_NO_STB_IMAGE
+    return kosmos2__decode_stb(bytes, size, max_pixels, out);
+#else
+    (void)bytes;
+    (void)max_pixels;
+    return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "image decoding was left out (KOSMOS2_NO_STB_IMAGE)");
+#endif
+}
+
+int kosmos2_image_load_file(const char *path, size_t max_pixels, kosmos2_image *out) {
+    FILE *f;
+    long n;
+    uint8_t *buf; /* [n] the whole file */
+    int rc;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_load_file: out is NULL");
+    out->width = out->height = 0;
+    out->rgb = NULL;
+    if (!path) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_load_file: path is NULL");
+    f = fopen(path, "rb");
+    if (!f) return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot determine the file size", path);
+    }
+    if ((unsigned long)n > (unsigned long)INT_MAX) {
+        fclose(f);
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "%s: file of %ld bytes is too large for an image", path, n);
+    }
+    buf = (uint8_t *)kosmos2__alloc((size_t)n);
+    if (!buf) { fclose(f); return KOSMOS2_E_NOMEM; }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        KOSMOS2_FREE(buf);
+        fclose(f);
+        return kosmos2__fail(KOSMOS2_E_IO, "%s: read error", path);
+    }
+    fclose(f);
+    rc = kosmos2_image_load_memory(buf, (size_t)n, max_pixels, out);
+    KOSMOS2_FREE(buf);
+    if (rc) return kosmos2__wrap(rc, "%s: ", path);
+    return KOSMOS2_OK;
+}
+
+/* ---- Pillow's bicubic resampling (libImaging/Resample.c, reimplemented) ------------------ *
+ * Per axis (input length n, output length m): scale = n/m, filterscale = max(scale, 1),
+ * support = 2 * filterscale (so shrinking antialiases). Output o is centred at
+ * (o + 0.5) * scale; it reads inputs [xmin, xmax) with xmin = (int)(center - support + 0.5)
+ * (clamped to 0) and xmax = (int)(center + support + 0.5) (clamped to n), weights
+ * K((j - center + 0.5) / filterscale) divided by their sum (double), then rounded to fixed
+ * point with 22 fractional bits (half away from zero). Sums start at 1/2 (rounding) and
+ * are clamped to 0..255. The horizontal pass goes first, over the rows the vertical pass
+ * needs only, into a uint8 image; a pass is skipped when its axis keeps its size. */
+
+#define KOSMOS2__RESAMPLE_BITS 22 /* Pillow's PRECISION_BITS = 32 - 8 - 2 */
+
+/* Keys' cubic convolution kernel with a = -0.5, evaluated as Pillow does (same rounding). */
+static double kosmos2__bicubic_kernel(double x) {
+    const double a = -0.5;
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+}
+
+/* The taps of one axis. */
+typedef struct kosmos2__resample_axis {
+    int ksize;        /* taps per output sample (upper bound) */
+    int *bounds;      /* [out_size, 2]: first input index, number of taps */
+    int32_t *weights; /* [out_size, ksize]: weights with 22 fractional bits */
+} kosmos2__resample_axis;
+
+static void kosmos2__resample_axis_free(kosmos2__resample_axis *ax) {
+    KOSMOS2_FREE(ax->bounds);
+    KOSMOS2_FREE(ax->weights);
+    ax->bounds = NULL;
+    ax->weights = NULL;
+}
+
+static int kosmos2__resample_axis_init(kosmos2__resample_axis *ax, int in_size, int out_size) {
+    double scale = (double)(float)in_size / out_size; /* Pillow: (in1 - in0) as float / out */
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 2.0 * filterscale; /* bicubic support is 2 */
+    double inv_filterscale = 1.0 / filterscale;
+    double ksize_d = ceil(support) * 2 + 1;
+    double *w;      /* [ksize] the double weights of one output sample */
+    int o, j;
+    ax->bounds = NULL;
+    ax->weights = NULL;
+    /* never more taps than inputs: caps ksize without changing any weight */
+    ax->ksize = ksize_d > (double)in_size ? in_size : (int)ksize_d;
+    ax->bounds = (int *)kosmos2__calloc((size_t)out_size, 2 * sizeof(int));
+    ax->weights = (int32_t *)kosmos2__calloc((size_t)out_size, (size_t)ax->ksize * sizeof(int32_t));
+    w = (double *)kosmos2__calloc((size_t)ax->ksize, sizeof(double));
+    if (!ax->bounds || !ax->weights || !w) {
+        KOSMOS2_FREE(w);
+        kosmos2__resample_axis_free(ax);
+        return KOSMOS2_E_NOMEM;
+    }
+    for (o = 0; o < out_size; o++) {
+        double center = (o + 0.5) * scale, sum = 0.0;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5), count;
+        int32_t *k = ax->weights + (size_t)o * (size_t)ax->ksize;
+        if (xmin < 0) xmin = 0;
+        if (xmax > in_size) xmax = in_size;
+        count = xmax - xmin;
+        if (count > ax->ksize) count = ax->ksize; /* cannot happen; keeps reads in bounds */
+        for (j = 0; j < count; j++) {
+            w[j] = kosmos2__bicubic_kernel(((j + xmin) - center + 0.5) * inv_filterscale);
+            sum += w[j];
+        }
+        for (j = 0; j < count; j++) {
+            double v = sum != 0.0 ? w[j] / sum : w[j];
+            v *= (double)(1 << KOSMOS2__RESAMPLE_BITS);
+            k[j] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+        }
+        ax->bounds[2 * o] = xmin;
+        ax->bounds[2 * o + 1] = count;
+    }
+    KOSMOS2_FREE(w);
+    return KOSMOS2_OK;
+}
+
+/* Fixed-point sum -> 0..255 (Pillow: clip8(acc >> 22)). */
+static uint8_t kosmos2__resample_clip(int32_t acc) {
+    int32_t v;
+    if (acc < 0) return 0;
+    v = acc >> KOSMOS2__RESAMPLE_BITS;
+    return (uint8_t)(v > 255 ? 255 : v);
+}
+
+/* Horizontal pass: rows [row0, row0 + rows) of src [*, in_w, 3] -> dst [rows, out_w, 3]. */
+static void kosmos2__resample_horizontal(const uint8_t *src, int in_w, int row0, int rows,
+                                         uint8_t *dst, int out_w, const kosmos2__resample_axis *ax) {
+    int y;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((long long)rows * out_w * ax->ksize > 200000)
+#endif
+    for (y = 0; y < rows; y++) {
+        const uint8_t *line = src + (size_t)(row0 + y) * (size_t)in_w * 3; /* [in_w, 3] */
+        uint8_t *o = dst + (size_t)y * (size_t)out_w * 3;                   /* [out_w, 3] */
+        int x, t;
+        for (x = 0; x < out_w; x++) {
+            const int32_t *k = ax->weights + (size_t)x * (size_t)ax->ksize;
+            const uint8_t *p = line + (size_t)ax->bounds[2 * x] * 3;
+            int n = ax->bounds[2 * x + 1];
+            int32_t s0 = 1 << (KOSMOS2__RESAMPLE_BITS - 1), s1 = s0, s2 = s0;
+            for (t = 0; t < n; t++, p += 3) {
+                s0 += p[0] * k[t];
+                s1 += p[1] * k[t];
+                s2 += p[2] * k[t];
+            }
+            o[3 * x + 0] = kosmos2__resample_clip(s0);
+            o[3 * x + 1] = kosmos2__resample_clip(s1);
+            o[3 * x + 2] = kosmos2__resample_clip(s2);
+        }
+    }
+}
+
+/* Vertical pass: src [*, w, 3] whose row 0 is input row `row0` -> dst [out_h, w, 3]. */
+static void kosmos2__resample_vertical(const uint8_t *src, int w, int row0, uint8_t *dst, int out_h,
+                                       const kosmos2__resample_axis *ax) {
+    int y;
+    size_t stride = (size_t)w * 3;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((long long)out_h * w * ax->ksize > 200000)
+#endif
+    for (y = 0; y < out_h; y++) {
+        const int32_t *k = ax->weights + (size_t)y * (size_t)ax->ksize;
+        const uint8_t *col = src + (size_t)(ax->bounds[2 * y] - row0) * stride;
+        int n = ax->bounds[2 * y + 1];
+        uint8_t *o = dst + (size_t)y * stride;
+        size_t x;
+        int t;
+        for (x = 0; x < stride; x++) {
+            int32_t s = 1 << (KOSMOS2__RESAMPLE_BITS - 1);
+            for (t = 0; t < n; t++) s += col[(size_t)t * stride + x] * k[t];
+            o[x] = kosmos2__resample_clip(s);
+        }
+    }
+}
+
+int kosmos2_image_resize(const kosmos2_image *in, int out_width, int out_height, kosmos2_image *out) {
+    kosmos2__resample_axis hx, vy;
+    kosmos2_image tmp;  /* the horizontally resampled rows [row_last - row_first, out_width, 3] */
+    const uint8_t *src; /* input of the vertical pass */
+    int rc, row_first, row_last, need_h, need_v;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_resize: out is NULL");
+    out->width = out->height = 0;
+    out->rgb = NULL;
+    if (!in || !in->rgb || in->width <= 0 || in->height <= 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_resize: empty input image");
+    if (out_width <= 0 || out_height <= 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_resize: empty output size %dx%d", out_width, out_height);
+    need_h = out_width != in->width;
+    need_v = out_height != in->height;
+    if ((rc = kosmos2__image_alloc(out, out_width, out_height))) return rc;
+    if (!need_h && !need_v) { /* Pillow returns a copy */
+        memcpy(out->rgb, in->rgb, (size_t)in->width * (size_t)in->height * 3);
+        return KOSMOS2_OK;
+    }
+    if ((rc = kosmos2__resample_axis_init(&hx, in->width, out_width))) { kosmos2_image_free(out); return rc; }
+    if ((rc = kosmos2__resample_axis_init(&vy, in->height, out_height))) {
+        kosmos2__resample_axis_free(&hx);
+        kosmos2_image_free(out);
+        return rc;
+    }
+    /* the input rows the vertical pass reads */
+    row_first = vy.bounds[0];
+    row_last = vy.bounds[2 * (out_height - 1)] + vy.bounds[2 * (out_height - 1) + 1];
+    tmp.rgb = NULL;
+    src = in->rgb;
+    if (need_h) {
+        uint8_t *dst = need_v ? NULL : out->rgb;
+        if (need_v) {
+            if ((rc = kosmos2__image_alloc(&tmp, out_width, row_last - row_first))) goto done;
+            dst = tmp.rgb;
+        } else {
+            row_first = 0;
+            row_last = in->height;
+        }
+        kosmos2__resample_horizontal(in->rgb, in->width, row_first, row_last - row_first, dst, out_width, &hx);
+        src = tmp.rgb;
+    } else {
+        row_first = 0; /* the vertical pass reads the input itself */
+    }
+    if (need_v) kosmos2__resample_vertical(src, out_width, row_first, out->rgb, out_height, &vy);
+done:
+    KOSMOS2_FREE(tmp.rgb);
+    kosmos2__resample_axis_free(&hx);
+    kosmos2__resample_axis_free(&vy);
+    if (rc) kosmos2_image_free(out);
+    return rc;
+}
+
+/* ---- CLIPImageProcessor ----------------------------------------------------------------- */
+
+kosmos2_preprocess_config kosmos2_preprocess_default_config(void) {
+    kosmos2_preprocess_config c;
+    memset(&c, 0, sizeof c);
+    c.width = c.height = 224;
+    c.do_convert_rgb = c.do_resize = c.do_rescale = c.do_normalize = 1;
+    c.resample = 3;                         /* PIL.Image.BICUBIC */
+    c.rescale_factor = 0.00392156862745098; /* 1/255 */
+    c.mean[0] = 0.48145466f; c.mean[1] = 0.4578275f; c.mean[2] = 0.40821073f;
+    c.std[0] = 0.26862954f; c.std[1] = 0.26130258f; c.std[2] = 0.27577711f;
+    return c;
+}
+
+int kosmos2_image_preprocess(const kosmos2_image *img, const kosmos2_preprocess_config *cfg, float *out) {
+    kosmos2_image resized;
+    const kosmos2_image *src = img; /* [H, W, 3] the pixels to normalise */
+    size_t plane, i;
+    int c, rc;
+    if (!img || !img->rgb || img->width <= 0 || img->height <= 0 || !cfg || !out)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_image_preprocess: empty image, config or output");
+    if (cfg->width <= 0 || cfg->height <= 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "preprocess: target size %dx%d", cfg->width, cfg->height);
+    for (c = 0; c < 3; c++)
+        if (cfg->do_normalize && !(cfg->std[c] != 0.0f))
+            return kosmos2__fail(KOSMOS2_E_INVALID, "preprocess: image_std[%d] is zero", c);
+    resized.rgb = NULL;
+    if (img->width != cfg->width || img->height != cfg->height) {
+        if (!cfg->do_resize)
+            return kosmos2__fail(KOSMOS2_E_INVALID, "preprocess: image is %dx%d, model wants %dx%d and do_resize is off",
+                                 img->width, img->height, cfg->width, cfg->height);
+        if (cfg->resample != 3)
+            return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "preprocess: resample=%d (only 3, bicubic)", cfg->resample);
+        if ((rc = kosmos2_image_resize(img, cfg->width, cfg->height, &resized))) return rc;
+        src = &resized;
+    }
+    plane = (size_t)cfg->width * (size_t)cfg->height;
+    for (c = 0; c < 3; c++) {
+        float *dst = out + (size_t)c * plane; /* [H, W] channel c */
+        for (i = 0; i < plane; i++) {
+            uint8_t p = src->rgb[3 * i + (size_t)c];
+            /* numpy: uint8 * python float is float64, then cast to float32 */
+            float x = cfg->do_rescale ? (float)((double)p * cfg->rescale_factor) : (float)p;
+            if (cfg->do_normalize) x = (x - cfg->mean[c]) / cfg->std[c]; /* float32 arithmetic */
+            dst[i] = x;
+        }
+    }
+    kosmos2_image_free(&resized);
+    return KOSMOS2_OK;
+}
+
+/* ---- .npy output ------------------------------------------------------------------------ */
+
+int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *shape, int ndim) {
+    char header[512];
+    size_t len, count = 1, i;
+    int d, ok;
+    FILE *f;
+    if (!path || (!data && ndim) || (ndim && !shape) || ndim < 0 || ndim > 32)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_write_npy_f32: bad arguments");
+    len = (size_t)snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (d = 0; d < ndim; d++) {
+        if (shape[d] < 0) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_write_npy_f32: negative dimension");
+        if (shape[d] && count > SIZE_MAX / 4 / (size_t)shape[d])
+            return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_write_npy_f32: shape overflows");
+        count *= (size_t)shape[d];
+        len += (size_t)snprintf(header + len, sizeof header - len, ndim == 1 ? "%lld,)" : d + 1 < ndim ? "%lld, " : "%lld)",
+                                (long long)shape[d]);
+        if (len >= sizeof header - 80) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_write_npy_f32: shape too long");
+    }
+    if (ndim == 0) len += (size_t)snprintf(header + len, sizeof header - len, ")");
+    len += (size_t)snprintf(header + len, sizeof header - len, ", }");
+    /* pad with spaces so that magic(6) + version(2) + length(2) + header ends on 64 bytes, '\n' last */
+    while ((10 + len + 1) % 64) header[len++] = ' ';
+    header[len++] = '\n';
+    f = fopen(path, "wb");
+    if (!f) return kosmos2__fail(KOSMOS2_E_IO, "%s: cannot create (%s)", path, strerror(errno));
+    ok = fwrite("\x93NUMPY\x01\x00", 1, 8, f) == 8;
+    ok = ok && fputc((int)(len & 0xFF), f) != EOF && fputc((int)(len >> 8), f) != EOF;
+    ok = ok && fwrite(header, 1, len, f) == len;
+    for (i = 0; ok && i < count; i++) { /* little-endian whatever the host */
+        uint32_t u;
+        unsigned char b[4];
+        memcpy(&u, &data[i], 4);
+        b[0] = (unsigned char)u; b[1] = (unsigned char)(u >> 8); b[2] = (unsigned char)(u >> 16); b[3] = (unsigned char)(u >> 24);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) return kosmos2__fail(KOSMOS2_E_IO, "%s: write error", path);
+    return KOSMOS2_OK;
+}
+/* ============================================================================================
+ *  [5] KERNELS: weight types, matrix products, row conversion
+ * ============================================================================================
+ *  Weights stay in the type they were stored in (memory-mapped, no conversion at load); every
+ *  product accumulates in float32. A matrix W is [rows = out features N, cols = in features K],
+ *  row-major, as PyTorch's nn.Linear stores it. The one entry point is
+ *      kosmos2__matmul(y, x, M, W, bias, n_threads):  y[M,N] = x[M,K] . W[N,K]^T + bias[N]
+ *  which picks, at run time, a scalar, AVX2+FMA+F16C or AVX-512 (F/BW/VL/DQ + VNNI)
+ *  implementation. The environment variable KOSMOS2_ISA=scalar|avx2 caps the choice (read once);
+ *  defining KOSMOS2_NO_SIMD builds the scalar path only. Do not build with -ffast-math (it would
+ *  reorder the sums below).
+ *
+ *  THE CANONICAL SUM (why every path gives the same bits)
+ *  Float weights (F32/F16/BF16; F16/BF16 are widened exactly to F32, activations are never
+ *  rounded): output (m, n) keeps 16 partial sums ("lanes"). Lane l accumulates x[k]*w[k] for the
+ *  k = l, l+16, l+32, ... in increasing order, one fused multiply-add each (fmaf). The 16 lanes
+ *  are then folded as a tree: s[l] += s[l+8] (l<8), s[l] += s[l+4] (l<4), s[l] += s[l+2] (l<2),
+ *  s[0] + s[1]; finally + bias[n].
+ *  Quantized weights (Q8_0/Q4_0): the activation row is quantized to q8_0 once per product. Per
+ *  32-block b the integer products are summed exactly in 8 groups of 4 consecutive elements,
+ *  p[b][g] (g = 0..7); lane (b mod 2)*8 + g accumulates fmaf(dx[b]*dw[b], (float)p[b][g], lane)
+ *  in increasing b (dx*dw is exact: both are float16 values), then the same fold and + bias.
+ *  AVX-512 holds the 16 lanes in one register, AVX2 in two (lanes 0-7, 8-15), the scalar code in
+ *  an array, so the three paths agree bit for bit (the tests check ==), a decode step (M = 1)
+ *  gives the same bits as a prefill row, and every output is one thread's work: the result does
+ *  not depend on the thread count.
+ *
+ *  DATA LAYOUTS (ggml's block layouts, 32 weights per block, rows must be a multiple of 32):
+ *    q8_0 block, 34 bytes: float16 d; int8 qs[32];           value[i] = qs[i] * d
+ *    q4_0 block, 18 bytes: float16 d; uint8 qs[16];          value[i] = ((qs[i] & 15) - 8) * d,
+ *                                                            value[i+16] = ((qs[i] >> 4) - 8) * d
+ *  Blocks are read byte-wise (memcpy), so rows need no alignment.
+ *
+ *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
+ *  takes whole panels (static schedule). With at least R activation rows, a panel is walked in
+ *  blocks of KB = 512 values of k: the block [C, KB] is copied / widened to float32 into a
+ *  per-thread buffer (row stride KB + 16, so that its rows do not share L1 sets; 12 KB on
+ *  AVX-512, it stays in L1) and multiplied with every group of R activation rows by a register
+ *  tile of R x C 16-lane accumulators (AVX-512: 4 x 6 = 24 zmm; AVX2: 2 x 3 pairs of ymm).
+ *  Between blocks the accumulators are parked in a per-thread buffer [M, C, 16] (each lane keeps
+ *  its k's, so the order stays the canonical one). Activations are taken in chunks of about
+ *  1 MB, which stay in L2 while all the panels pass; the next weight block is prefetched a
+ *  slice at a time between tiles. With fewer rows (decoding) the kernels read the weights as
+ *  stored, converting in registers, all of K at once: each weight row is streamed once.
+ *  Quantized weights (kosmos2__matmul_q): the activations are quantized once per product, then
+ *  panels of QC weight rows meet groups of QR activation rows (AVX-512: 4 x 4, two blocks per
+ *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored.
+ *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
+
+typedef enum { KOSMOS2__F32 = 0, KOSMOS2__F16 = 1, KOSMOS2__BF16 = 2, KOSMOS2__Q8_0 = 3, KOSMOS2__Q4_0 = 4 } kosmos2__dtype;
+
+typedef struct {
+    const void *data; /* [rows, cols] in `dtype` (q types: rows x cols/32 blocks) */
+    kosmos2__dtype dtype;
+    int64_t rows, cols;
+} kosmos2__mat;
+
+#define KOSMOS2__QK 32           /* weights per quantization block */
+#define KOSMOS2__Q8_0_BYTES 34   /* float16 d + 32 x int8 */
+#define KOSMOS2__Q4_0_BYTES 18   /* float16 d + 16 x (2 x 4 bit) */
+
+/* Which implementation runs (kosmos2__kernels_set_isa / KOSMOS2_ISA=scalar|avx2|avx512). */
+enum { KOSMOS2__ISA_SCALAR = 0, KOSMOS2__ISA_AVX2 = 1, KOSMOS2__ISA_AVX512 = 2 };
+
+/* ------------------------------------------------------------------ float16 / bfloat16 ---- */
+KOSMOS2__UNUSED static float kosmos2__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    float f;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else { /* subnormal: value = man * 2^-24 */
+            f = (float)man * (1.0f / 16777216.0f);
+            return sign ? -f : f;
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+KOSMOS2__UNUSED static float kosmos2__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+/* float32 -> float16, round to nearest even (overflow -> inf, NaN stays NaN). */
+KOSMOS2__UNUSED static uint16_t kosmos2__f32_to_f16(float f) {
+    uint32_t x, sign, e, m, h, r;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
+    if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    e = x >> 23;
+    if (e <= 112) { /* |f| < 2^-14: a float16 subnormal, h = round(|f| / 2^-24) */
+        uint32_t s = 126 - e;
+        if (s > 25) return (uint16_t)sign;
+        m = (x & 0x7fffffu) | 0x800000u; /* |f| = m * 2^(e-150) */
+        h = m >> s;
+        r = m & ((1u << s) - 1);
+        if (r > (1u << (s - 1)) || (r == (1u << (s - 1)) && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    h = ((e - 112) << 10) | ((x & 0x7fffffu) >> 13);
+    r = x & 0x1fffu;
+    if (r > 0x1000u || (r == 0x1000u && (h & 1))) h++; /* a carry into the exponent is right */
+    return (uint16_t)(sign | h);
+}
+static float kosmos2__f16_at(const uint8_t *p) { /* an unaligned little-endian float16 */
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return kosmos2__f16_to_f32(h);
+}
+
+/* Bytes of one row of `cols` weights (q types: cols must be a multiple of 32). */
+KOSMOS2__UNUSED static int64_t kosmos2__row_bytes(kosmos2__dtype t, int64_t cols) {
+    switch (t) {
+    case KOSMOS2__F32: return cols * 4;
+    case KOSMOS2__F16: case KOSMOS2__BF16: return cols * 2;
+    case KOSMOS2__Q8_0: return cols / KOSMOS2__QK * KOSMOS2__Q8_0_BYTES;
+    case KOSMOS2__Q4_0: return cols / KOSMOS2__QK * KOSMOS2__Q4_0_BYTES;
+    }
+    return 0;
+}
+KOSMOS2__UNUSED static const char *kosmos2__dtype_name(kosmos2__dtype t) {
+    static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+    return (unsigned)t < 5 ? names[t] : "?";
+}
+
+/* ----------------------------------------------------------- q8_0 / q4_0 (de)quantization -- */
+/* x[0..k-1] -> k/32 q8_0 blocks at out (k a multiple of 32). Per block: d = max|x| / 127,
+ * q = round-half-away(x / d) (computed as x * (1/d)), d stored as float16 (ggml's rule). */
+KOSMOS2__UNUSED static void kosmos2__quantize_row_q8_0(const float *x, void *out, int64_t k) {
+    uint8_t *o = (uint8_t *)out;
+    int64_t b, nb = k / KOSMOS2__QK;
+    for (b = 0; b < nb; b++, x += KOSMOS2__QK, o += KOSMOS2__Q8_0_BYTES) {
+        float amax = 0.0f, d, id;
+        uint16_t dh;
+        int i;
+        for (i = 0; i < KOSMOS2__QK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        dh = kosmos2__f32_to_f16(d);
+        memcpy(o, &dh, 2);
+        for (i = 0; i < KOSMOS2__QK; i++) {
+            float q = roundf(x[i] * id);
+            q = q >= -127.0f ? (q <= 127.0f ? q : 127.0f) : -127.0f; /* also NaN -> -127 */
+            o[2 + i] = (uint8_t)(int8_t)q;
+        }
+    }
+}
+/* x[0..k-1] -> k/32 q4_0 blocks. Per block: m = the element of largest magnitude (first one),
+ * d = m / -8, q = min(15, trunc(x / d + 8.5)) (so m itself maps to 0), d stored as float16. */
+KOSMOS2__UNUSED static void kosmos2__quantize_row_q4_0(const float *x, void *out, int64_t k) {
+    uint8_t *o = (uint8_t *)out;
+    int64_t b, nb = k / KOSMOS2__QK;
+    for (b = 0; b < nb; b++, x += KOSMOS2__QK, o += KOSMOS2__Q4_0_BYTES) {
+        float amax = 0.0f, m = 0.0f, d, id;
+        uint16_t dh;
+        int i;
+        for (i = 0; i < KOSMOS2__QK; i++)
+            if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); m = x[i]; }
+        d = m / -8.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        dh = kosmos2__f32_to_f16(d);
+        memcpy(o, &dh, 2);
+        for (i = 0; i < KOSMOS2__QK / 2; i++) {
+            float t0 = x[i] * id + 8.5f, t1 = x[i + 16] * id + 8.5f;
+            int q0, q1;
+            t0 = t0 >= 0.0f ? (t0 <= 15.0f ? t0 : 15.0f) : 0.0f; /* NaN -> 0 */
+            t1 = t1 >= 0.0f ? (t1 <= 15.0f ? t1 : 15.0f) : 0.0f;
+            q0 = (int)t0;
+            q1 = (int)t1;
+            o[2 + i] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+/* k/32 blocks -> k floats. */
+KOSMOS2__UNUSED static void kosmos2__dequantize_row_q8_0(const void *in, float *y, int64_t k) {
+    const uint8_t *p = (const uint8_t *)in;
+    int64_t b, nb = k / KOSMOS2__QK;
+    for (b = 0; b < nb; b++, p += KOSMOS2__Q8_0_BYTES) {
+        float d = kosmos2__f16_at(p);
+        int i;
+        for (i = 0; i < KOSMOS2__QK; i++) y[b * KOSMOS2__QK + i] = (float)(int8_t)p[2 + i] * d;
+    }
+}
+KOSMOS2__UNUSED static void kosmos2__dequantize_row_q4_0(const void *in, float *y, int64_t k) {
+    const uint8_t *p = (const uint8_t *)in;
+    int64_t b, nb = k / KOSMOS2__QK;
+    for (b = 0; b < nb; b++, p += KOSMOS2__Q4_0_BYTES) {
+        float d = kosmos2__f16_at(p);
+        int i;
+        for (i = 0; i < 16; i++) {
+            y[b * KOSMOS2__QK + i] = (float)((p[2 + i] & 15) - 8) * d;
+            y[b * KOSMOS2__QK + i + 16] = (float)((p[2 + i] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* out[0..cols-1] = W[row] as float32 (exact for F16/BF16; dequantized for q types). */
+KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t row, float *out) {
+    int64_t j, n = W->cols;
+    const uint8_t *base = (const uint8_t *)W->data + row * kosmos2__row_bytes(W->dtype, n);
+    switch (W->dtype) {
+    case KOSMOS2__F32: memcpy(out, base, (size_t)n * 4); break;
+    case KOSMOS2__F16:
+        for (j = 0; j < n; j++) out[j] = kosmos2__f16_at(base + 2 * j);
+        break;
+    case KOSMOS2__BF16:
+        for (j = 0; j < n; j++) {
+            uint16_t h;
+            memcpy(&h, base + 2 * j, 2);
+            out[j] = kosmos2__bf16_to_f32(h);
+        }
+        break;
+    case KOSMOS2__Q8_0: kosmos2__dequantize_row_q8_0(base, out, n); break;
+    case KOSMOS2__Q4_0: kosmos2__dequantize_row_q4_0(base, out, n); break;
+    }
+}
+
+/* ------------------------------------------------------------------------ ISA selection ---- */
+/* x86-64 SIMD paths with GCC/clang, unless KOSMOS2_NO_SIMD is defined (scalar only) */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KOSMOS2_NO_SIMD)
+#define KOSMOS2__X86 1
+#include <immintrin.h>
+#include <cpuid.h>
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ -O2 falsely warns about the _mm512_undefined_* inside the AVX-512 intrinsics' unmasked forms */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#define KOSMOS2__X86_DIAG_PUSHED 1
+#endif
+#define KOSMOS2__T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KOSMOS2__T_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define KOSMOS2__INLINE static inline __attribute__((always_inline))
+#define KOSMOS2__UNROLL _Pragma("GCC unroll 8")
+#endif
+
+static int kosmos2__isa_forced = -1; /* -1: best available; else the ISA asked for (tests) */
+static int kosmos2__isa_best = -1;   /* detected once (benign race: every thread writes the same) */
+
+static int kosmos2__isa_detect(void) {
+#ifdef KOSMOS2__X86
+    const char *env = getenv("KOSMOS2_ISA");
+    int best = KOSMOS2__ISA_SCALAR, f16c;
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)); /* CPUID.1:ECX.F16C (clang's builtin lacks it) */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
+        best = KOSMOS2__ISA_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vnni"))
+            best = KOSMOS2__ISA_AVX512;
+    }
+    if (env && strcmp(env, "scalar") == 0) best = KOSMOS2__ISA_SCALAR;
+    else if (env && strcmp(env, "avx2") == 0 && best > KOSMOS2__ISA_AVX2) best = KOSMOS2__ISA_AVX2;
+    return best;
+#else
+    return KOSMOS2__ISA_SCALAR;
+#endif
+}
+/* The ISA the kernels use now. */
+static int kosmos2__kernels_isa(void) {
+    if (kosmos2__isa_best < 0) kosmos2__isa_best = kosmos2__isa_detect();
+    if (kosmos2__isa_forced >= 0 && kosmos2__isa_forced < kosmos2__isa_best) return kosmos2__isa_forced;
+    return kosmos2__isa_best;
+}
+/* Force an ISA (KOSMOS2__ISA_*; -1 = best available). Returns the ISA in effect, which is lower
+ * than asked when the CPU (or KOSMOS2_ISA) does not allow it. Not thread-safe: call it before
+ * starting work. */
+KOSMOS2__UNUSED static int kosmos2__kernels_set_isa(int isa) {
+    kosmos2__isa_forced = isa;
+    return kosmos2__kernels_isa();
+}
+KOSMOS2__UNUSED static const char *kosmos2__isa_name(int isa) {
+    return isa == KOSMOS2__ISA_AVX512 ? "avx512" : isa == KOSMOS2__ISA_AVX2 ? "avx2" : "scalar";
+}
+
+/* The next block of weights one thread will need: rows base + j*stride, j < rows, bytes
+ * [0, bytes) of each. The weights stream from memory once; for the reads to overlap the
+ * arithmetic, the block's cache lines are prefetched while the current block is multiplied,
+ * a slice per register tile and one line per step of the tile's loop (a burst of prefetches
+ * would hold the line fill buffers that the tile's own loads need). */
+typedef struct {
+    const uint8_t *base;
+    int64_t stride, bytes, rows;
+} kosmos2__next_block;
+/* the slice for one tile: n lines from line `off` of row `row` (per_row lines per row) */
+typedef struct {
+    const uint8_t *base;
+    int64_t stride, per_row, row, off, n;
+} kosmos2__pf;
+
+/* A tile kernel computes y[r*ldy + c] for r < R, c < C (its own R x C, see the kernel tables):
+ * x rows at x + r*ldx (float32), weight rows at w + c*ldw elements of type dt, K of them.
+ * Cache blocking over K: the 16 lanes of output (r, c) can be parked in part + (r*C + c)*16
+ * between blocks of K (multiples of 16, so the lanes keep their k's). flags: KOSMOS2__T_RESUME
+ * = start from the parked lanes (else from 0); KOSMOS2__T_FINISH = fold, add bias and write y
+ * (else park the lanes). pf: lines to prefetch (or NULL). */
+typedef void (*kosmos2__ftile_fn)(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                                  int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags,
+                                  const kosmos2__pf *pf);
+enum { KOSMOS2__T_RESUME = 1, KOSMOS2__T_FINISH = 2 };
+/* n weights of type dt to float32 (exact) */
+typedef void (*kosmos2__widen_fn)(const void *src, int dt, float *dst, int64_t n);
+
+/* Activations quantized to q8_0 for one product (row m of x -> row m of each array). The scales
+ * are stored per block pair, each repeated 8 times, as the AVX-512 kernel's lanes want them. */
+typedef struct {
+    int64_t nb;      /* blocks per row = K / 32 */
+    int64_t nbp;     /* block pairs per row = (nb + 1) / 2 */
+    float *d;        /* [M, nbp, 16] lanes 0-7: scale of block 2j, lanes 8-15: of block 2j+1 (or 0) */
+    int8_t *q;       /* [M, nb*32] quantized values in [-127, 127] */
+    int32_t *ns;     /* [M, nb*8] minus the sum of each group of 4 quantized values */
+} kosmos2__qacts;
+/* scale of block b of activation row m */
+#define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->nbp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
+/* A quantized tile kernel: y[r*ldy + c] for activation rows m0 + r of A and weight rows c
+ * (w + c*wstride bytes, type dt = Q8_0 or Q4_0). pf != 0: while reading a weight block, also
+ * prefetch the block pf bytes further (the next panel: rows of a few hundred bytes are too
+ * short for the hardware prefetchers to ramp up). */
+typedef void (*kosmos2__qtile_fn)(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
+                                  int64_t wstride, int dt, const float *bias, int64_t pf);
+
+/* The kernels of one ISA: R x C tiles. full: R x C, float32 weights; row: 1 x C, any float
+ * dtype; one: 1 x 1. The q* entries are the same for quantized weights. */
+typedef struct {
+    int R, C;
+    int64_t KB; /* block of K for M >= R (0: none) */
+    kosmos2__ftile_fn full, row, one;
+    kosmos2__ftile_fn fewer[4]; /* fewer[r]: r x C tile for the last r < R rows, float32 weights (or NULL) */
+    kosmos2__widen_fn widen;
+    int QR, QC;
+    kosmos2__qtile_fn qfull, qrow, qone;
+} kosmos2__kernel_set;
+
+/* ---------------------------------------------------------------- scalar reference path ---- */
+/* Fold 16 lanes in the canonical tree order. */
+static float kosmos2__fold16(float *s) {
+    int l;
+    for (l = 0; l < 8; l++) s[l] += s[l + 8];
+    for (l = 0; l < 4; l++) s[l] += s[l + 4];
+    for (l = 0; l < 2; l++) s[l] += s[l + 2];
+    return s[0] + s[1];
+}
+static float kosmos2__load_w(const void *w, int dt, int64_t k) { /* one float weight as float32 */
+    uint16_t h;
+    if (dt == KOSMOS2__F32) return ((const float *)w)[k];
+    memcpy(&h, (const uint16_t *)w + k, 2);
+    return dt == KOSMOS2__F16 ? kosmos2__f16_to_f32(h) : kosmos2__bf16_to_f32(h);
+}
+/* Canonical dot product of a float weight row with x (the scalar reference). */
+static float kosmos2__dot_scalar(const void *w, int dt, const float *x, int64_t K) {
+    float s[16] = {0};
+    int64_t k;
+    for (k = 0; k < K; k++) s[k & 15] = fmaf(x[k], kosmos2__load_w(w, dt, k), s[k & 15]);
+    return kosmos2__fold16(s);
+}
+static void kosmos2__tile_scalar(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, int64_t ldw,
+                                 int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    (void)ldy; (void)ldx; (void)ldw; (void)part; (void)flags; (void)pf; /* the scalar driver does not block K */
+    *y = kosmos2__dot_scalar(w, dt, x, K) + (bias ? bias[0] : 0.0f);
+}
+/* Canonical dot product of a q8_0/q4_0 weight row with a q8_0 activation row (scalar reference). */
+static float kosmos2__qdot_scalar(const uint8_t *w, int dt, const kosmos2__qacts *A, int64_t m) {
+    float s[16] = {0};
+    int64_t b;
+    const int8_t *aq = A->q + m * A->nb * KOSMOS2__QK;
+    int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES;
+    for (b = 0; b < A->nb; b++, w += bs, aq += KOSMOS2__QK) {
+        int wq[KOSMOS2__QK], i, g;
+        float d = kosmos2__f16_at(w) * KOSMOS2__QACT_D(A, m, b); /* exact: two float16 values */
+        if (dt == KOSMOS2__Q8_0)
+            for (i = 0; i < 32; i++) wq[i] = (int8_t)w[2 + i];
+        else
+            for (i = 0; i < 16; i++) { wq[i] = (w[2 + i] & 15) - 8; wq[i + 16] = (w[2 + i] >> 4) - 8; }
+        for (g = 0; g < 8; g++) {
+            int p = 0;
+            for (i = 4 * g; i < 4 * g + 4; i++) p += wq[i] * aq[i];
+            s[(b & 1) * 8 + g] = fmaf(d, (float)p, s[(b & 1) * 8 + g]);
+        }
+    }
+    return kosmos2__fold16(s);
+}
+static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
+                                  int64_t wstride, int dt, const float *bias, int64_t pf) {
+    (void)ldy; (void)wstride; (void)pf;
+    *y = kosmos2__qdot_scalar(w, dt, A, m0) + (bias ? bias[0] : 0.0f);
+}
+
+/* ------------------------------------------------------------------------------ AVX2 path -- */
+#ifdef KOSMOS2__X86
+/* fold of a[l] = s[l] + s[l+8] (l < 8) down to one float, in the canonical order */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 float kosmos2__fold8_avx2(__m256 a) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+/* 8 weights at w[k..k+7] as float32 */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256 kosmos2__load8_avx2(const void *w, int dt, int64_t k) {
+    if (dt == KOSMOS2__F32) return _mm256_loadu_ps((const float *)w + k);
+    if (dt == KOSMOS2__F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k))), 16));
+}
+/* The float tile: R x C outputs, each with two 8-lane accumulators (lanes 0-7, 8-15). The K % 16
+ * tail is copied into zero-padded float buffers (0*0 added to a lane leaves it unchanged). */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__tile_avx2_body(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                             const void *w, int64_t ldw, int dt, int64_t K,
+                                                             const float *bias, float *part, int flags,
+                                                             const kosmos2__pf *pf, const int R, const int C) {
+    __m256 lo[2][3], hi[2][3];
+    float xt[2][16], wt[3][16];
+    int64_t k;
+    int r, c;
+    const int es = dt == KOSMOS2__F32 ? 4 : 2;
+    (void)pf; /* (no prefetching on this path) */
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+        lo[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16) : _mm256_setzero_ps();
+        hi[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16 + 8) : _mm256_setzero_ps();
+    }
+    for (k = 0; k + 16 <= K; k += 16) {
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+            __m256 w0 = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, k);
+            __m256 w1 = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, k + 8);
+            KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+                lo[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k), w0, lo[r][c]);
+                hi[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k + 8), w1, hi[r][c]);
+            }
+        }
+    }
+    if (k < K) {
+        int64_t n = K - k, j;
+        for (r = 0; r < R; r++)
+            for (j = 0; j < 16; j++) xt[r][j] = j < n ? x[r * ldx + k + j] : 0.0f;
+        for (c = 0; c < C; c++)
+            for (j = 0; j < 16; j++) wt[c][j] = j < n ? kosmos2__load_w((const char *)w + c * ldw * es, dt, k + j) : 0.0f;
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            lo[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(xt[r]), _mm256_loadu_ps(wt[c]), lo[r][c]);
+            hi[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(xt[r] + 8), _mm256_loadu_ps(wt[c] + 8), hi[r][c]);
+        }
+    }
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+        if (flags & KOSMOS2__T_FINISH)
+            y[r * ldy + c] = kosmos2__fold8_avx2(_mm256_add_ps(lo[r][c], hi[r][c])) + (bias ? bias[c] : 0.0f);
+        else {
+            _mm256_storeu_ps(part + (r * C + c) * 16, lo[r][c]);
+            _mm256_storeu_ps(part + (r * C + c) * 16 + 8, hi[r][c]);
+        }
+    }
+}
+static KOSMOS2__T_AVX2 void kosmos2__tile_avx2_full(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                     const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    (void)dt;
+    kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 2, 3);
+}
+static KOSMOS2__T_AVX2 void kosmos2__tile_avx2_row(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                    const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    if (dt == KOSMOS2__F32) kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 1, 3);
+    else if (dt == KOSMOS2__F16) kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F16, K, bias, part, flags, pf, 1, 3);
+    else kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__BF16, K, bias, part, flags, pf, 1, 3);
+}
+static KOSMOS2__T_AVX2 void kosmos2__tile_avx2_one(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                    const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    if (dt == KOSMOS2__F32) kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 1, 1);
+    else if (dt == KOSMOS2__F16) kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F16, K, bias, part, flags, pf, 1, 1);
+    else kosmos2__tile_avx2_body(y, ldy, x, ldx, w, ldw, KOSMOS2__BF16, K, bias, part, flags, pf, 1, 1);
+}
+static KOSMOS2__T_AVX2 void kosmos2__widen_avx2(const void *src, int dt, float *dst, int64_t n) {
+    int64_t k;
+    if (dt == KOSMOS2__F32)
+        for (k = 0; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps((const float *)src + k));
+    else if (dt == KOSMOS2__F16)
+        for (k = 0; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, kosmos2__load8_avx2(src, KOSMOS2__F16, k));
+    else
+        for (k = 0; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, kosmos2__load8_avx2(src, KOSMOS2__BF16, k));
+    for (; k < n; k++) dst[k] = kosmos2__load_w(src, dt, k);
+}
+
+/* 32 weights of block `blk` as int8 (q4_0 nibbles unpacked: low nibbles first, minus 8) */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qload32_avx2(const uint8_t *blk, int dt) {
+    if (dt == KOSMOS2__Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    {
+        __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
+        __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+        return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    }
+}
+/* exact int32 sums of 4 consecutive products w*a (8 groups), by maddubs on |w| and sign(a, w) */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i a) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+/* The quantized tile: R x C outputs; accumulators lo (even blocks) and hi (odd blocks). */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                              const uint8_t *w, int64_t wstride, int dt,
+                                                              const float *bias, int64_t pf, const int R, const int C) {
+    __m256 acc[2][2][2]; /* [r][c][b & 1] */
+    const int64_t nb = A->nb;
+    const int8_t *aq = A->q + m0 * nb * KOSMOS2__QK;
+    int64_t b;
+    int r, c;
+    const int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+        acc[r][c][0] = _mm256_setzero_ps();
+        acc[r][c][1] = _mm256_setzero_ps();
+    }
+    for (b = 0; b < nb; b++) {
+        const int h = (int)(b & 1);
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+            const uint8_t *blk = w + c * wstride + b * bs;
+            __m256i wv = kosmos2__qload32_avx2(blk, dt);
+            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T0);
+            unsigned short dh;
+            float dw;
+            memcpy(&dh, blk, 2);
+            dw = _cvtsh_ss(dh);
+            KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+                __m256i av = _mm256_loadu_si256((const __m256i *)(aq + r * nb * KOSMOS2__QK + b * KOSMOS2__QK));
+                __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av));
+                __m256 d = _mm256_set1_ps(dw * KOSMOS2__QACT_D(A, m0 + r, b));
+                acc[r][c][h] = _mm256_fmadd_ps(d, p, acc[r][c][h]);
+            }
+        }
+    }
+    for (r = 0; r < R; r++)
+        for (c = 0; c < C; c++)
+            y[r * ldy + c] = kosmos2__fold8_avx2(_mm256_add_ps(acc[r][c][0], acc[r][c][1])) + (bias ? bias[c] : 0.0f);
+}
+static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                     const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 2, 2);
+    else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 2, 2);
+}
+static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_row(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                     const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 2);
+    else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 2);
+}
+static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_one(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                     const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
+    else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
+}
+
+/* --------------------------------------------------------------------------- AVX-512 path -- */
+/* 16 weights at w[k..k+15] as float32; the masked form reads only lanes in `mask` (others 0) */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__load16_avx512(const void *w, int dt, int64_t k) {
+    if (dt == KOSMOS2__F32) return _mm512_loadu_ps((const float *)w + k);
+    if (dt == KOSMOS2__F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k))), 16));
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__load16m_avx512(const void *w, int dt, int64_t k, __mmask16 mask) {
+    if (dt == KOSMOS2__F32) return _mm512_maskz_loadu_ps(mask, (const float *)w + k);
+    if (dt == KOSMOS2__F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + k));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + k)), 16));
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX512 float kosmos2__fold16_avx512(__m512 v) {
+    return kosmos2__fold8_avx2(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+/* Folding many accumulators at once, in the canonical tree order: each step adds the two halves
+ * of the remaining lanes of two accumulators and packs both results into one register, so 16
+ * accumulators take 4 levels of 8 + 4 + 2 + 1 shuffle-shuffle-add steps (45 instructions,
+ * against about 150 folding them one by one). */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__fold_l1(__m512 a, __m512 b) { /* [a_l + a_l+8 | b_l + b_l+8] */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__fold_l2(__m512 s, __m512 t) { /* 4 x (l + l+4) per 128 bits */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(s, t, 0x88), _mm512_shuffle_f32x4(s, t, 0xDD));
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__fold_l3(__m512 u, __m512 v) { /* per 128 bits: u_l + u_l+2, v_l + v_l+2 */
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u), _mm512_castps_pd(v))),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u), _mm512_castps_pd(v))));
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__fold_l4(__m512 x, __m512 y) { /* per 128 bits: x0+x1 x2+x3 y0+y1 y2+y3 */
+    return _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x88), _mm512_shuffle_ps(x, y, 0xDD));
+}
+/* Finish a 4 x 6 tile: y[r*ldy + c] = fold(acc[r][c]) + bias[c]. Columns 0-3 are folded as 16
+ * accumulators a[4c + r], giving lane 4r + c (row r = 128-bit quarter r); columns 4-5 as 8,
+ * giving lanes 4r, 4r + 1. */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__finish_4x6_avx512(float *y, int64_t ldy, __m512 acc[4][6],
+                                                                  const float *bias) {
+    __m512 u0, u1, u2, u3, v0, v1, b4;
+    u0 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][0], acc[1][0]), kosmos2__fold_l1(acc[2][0], acc[3][0]));
+    u1 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][1], acc[1][1]), kosmos2__fold_l1(acc[2][1], acc[3][1]));
+    u2 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][2], acc[1][2]), kosmos2__fold_l1(acc[2][2], acc[3][2]));
+    u3 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][3], acc[1][3]), kosmos2__fold_l1(acc[2][3], acc[3][3]));
+    u0 = kosmos2__fold_l4(kosmos2__fold_l3(u0, u1), kosmos2__fold_l3(u2, u3));
+    v0 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][4], acc[1][4]), kosmos2__fold_l1(acc[2][4], acc[3][4]));
+    v1 = kosmos2__fold_l2(kosmos2__fold_l1(acc[0][5], acc[1][5]), kosmos2__fold_l1(acc[2][5], acc[3][5]));
+    v0 = kosmos2__fold_l3(v0, v1);
+    v0 = kosmos2__fold_l4(v0, v0);
+    b4 = bias ? _mm512_broadcast_f32x4(_mm_loadu_ps(bias)) : _mm512_setzero_ps();
+    u0 = _mm512_add_ps(u0, b4);
+    b4 = bias ? _mm512_broadcast_f32x4(_mm_setr_ps(bias[4], bias[5], bias[4], bias[5])) : _mm512_setzero_ps();
+    v0 = _mm512_add_ps(v0, b4);
+    _mm_storeu_ps(y, _mm512_castps512_ps128(u0)); /* (immediates must be literal, even at -O0) */
+    _mm_storeu_ps(y + ldy, _mm512_extractf32x4_ps(u0, 1));
+    _mm_storeu_ps(y + 2 * ldy, _mm512_extractf32x4_ps(u0, 2));
+    _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(u0, 3));
+    _mm_storel_pi((__m64 *)(void *)(y + 4), _mm512_castps512_ps128(v0));
+    _mm_storel_pi((__m64 *)(void *)(y + ldy + 4), _mm512_extractf32x4_ps(v0, 1));
+    _mm_storel_pi((__m64 *)(void *)(y + 2 * ldy + 4), _mm512_extractf32x4_ps(v0, 2));
+    _mm_storel_pi((__m64 *)(void *)(y + 3 * ldy + 4), _mm512_extractf32x4_ps(v0, 3));
+}
+
+/* The float tile: R x C outputs (R <= 4, C <= 6), one 16-lane zmm accumulator each; per 16 k:
+ * C weight loads, R activation loads, R*C FMAs (4 x 6: 24 accumulators + 6 weights + 1 x). */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__tile_avx512_body(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                                 const void *w, int64_t ldw, int dt, int64_t K,
+                                                                 const float *bias, float *part, int flags,
+                                                                 const kosmos2__pf *pf, const int R, const int C) {
+    __m512 acc[4][6], wv[6];
+    int64_t k, pn = pf ? pf->n : 0, prow = pf ? pf->row : 0, poff = pf ? pf->off : 0;
+    int r, c;
+    const int es = dt == KOSMOS2__F32 ? 4 : 2;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++)
+        acc[r][c] = flags & KOSMOS2__T_RESUME ? _mm512_loadu_ps(part + (r * C + c) * 16) : _mm512_setzero_ps();
+    for (k = 0; k + 16 <= K; k += 16) {
+        if (pn > 0) { /* one line of the next weight block per step */
+            _mm_prefetch((const char *)pf->base + prow * pf->stride + poff * 64, _MM_HINT_T1);
+            pn--;
+            if (++poff == pf->per_row) { poff = 0; prow++; }
+        }
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) wv[c] = kosmos2__load16_avx512((const char *)w + c * ldw * es, dt, k);
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
+            KOSMOS2__UNROLL for (c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+        }
+    }
+    if (k < K) { /* masked tail: absent lanes add 0*0, which leaves an accumulator unchanged */
+        const __mmask16 mask = (__mmask16)((1u << (K - k)) - 1);
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) wv[c] = kosmos2__load16m_avx512((const char *)w + c * ldw * es, dt, k, mask);
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + k);
+            KOSMOS2__UNROLL for (c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+        }
+    }
+    if (R == 4 && C == 6 && (flags & KOSMOS2__T_FINISH)) kosmos2__finish_4x6_avx512(y, ldy, acc, bias);
+    else
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+            if (flags & KOSMOS2__T_FINISH) y[r * ldy + c] = kosmos2__fold16_avx512(acc[r][c]) + (bias ? bias[c] : 0.0f);
+            else _mm512_storeu_ps(part + (r * C + c) * 16, acc[r][c]);
+        }
+}
+static KOSMOS2__T_AVX512 void kosmos2__tile_avx512_full(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                         const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    (void)dt;
+    kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 4, 6);
+}
+static KOSMOS2__T_AVX512 void kosmos2__tile_avx512_2x6(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                        const void *w, int64_t ldw, int dt, int64_t K, const float *bias,
+                                                        float *part, int flags, const kosmos2__pf *pf) {
+    (void)dt;
+    kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 2, 6);
+}
+static KOSMOS2__T_AVX512 void kosmos2__tile_avx512_3x6(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                        const void *w, int64_t ldw, int dt, int64_t K, const float *bias,
+                                                        float *part, int flags, const kosmos2__pf *pf) {
+    (void)dt;
+    kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 3, 6);
+}
+static KOSMOS2__T_AVX512 void kosmos2__tile_avx512_row(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                        const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    if (dt == KOSMOS2__F32) kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 1, 6);
+    else if (dt == KOSMOS2__F16) kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F16, K, bias, part, flags, pf, 1, 6);
+    else kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__BF16, K, bias, part, flags, pf, 1, 6);
+}
+static KOSMOS2__T_AVX512 void kosmos2__tile_avx512_one(float *y, int64_t ldy, const float *x, int64_t ldx,
+                                                        const void *w, int64_t ldw, int dt, int64_t K, const float *bias, float *part, int flags, const kosmos2__pf *pf) {
+    if (dt == KOSMOS2__F32) kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F32, K, bias, part, flags, pf, 1, 1);
+    else if (dt == KOSMOS2__F16) kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__F16, K, bias, part, flags, pf, 1, 1);
+    else kosmos2__tile_avx512_body(y, ldy, x, ldx, w, ldw, KOSMOS2__BF16, K, bias, part, flags, pf, 1, 1);
+}
+static KOSMOS2__T_AVX512 void kosmos2__widen_avx512(const void *src, int dt, float *dst, int64_t n) {
+    int64_t k;
+    if (dt == KOSMOS2__F32)
+        for (k = 0; k + 16 <= n; k += 16) _mm512_storeu_ps(dst + k, _mm512_loadu_ps((const float *)src + k));
+    else if (dt == KOSMOS2__F16)
+        for (k = 0; k + 16 <= n; k += 16) _mm512_storeu_ps(dst + k, kosmos2__load16_avx512(src, KOSMOS2__F16, k));
+    else
+        for (k = 0; k + 16 <= n; k += 16) _mm512_storeu_ps(dst + k, kosmos2__load16_avx512(src, KOSMOS2__BF16, k));
+    for (; k < n; k++) dst[k] = kosmos2__load_w(src, dt, k);
+}
+
+/* Two blocks (b even, b+1) in one zmm of UNSIGNED bytes for vpdpbusd (unsigned x signed bytes,
+ * 4 products summed per int32 lane): bytes 0-31 = block b, 32-63 = block b+1 (zero when absent),
+ * so int32 lane j is group j of the canonical sum. The weights are made unsigned and the
+ * activations a stay signed:
+ *   q4_0: u = the nibble in [0, 15]:  sum((u - 8) * a) = sum(u * a) - 8 * sum(a)
+ *   q8_0: u = w + 128 (w ^ 0x80):     sum(w * a)       = sum(u * a) - 128 * sum(a)
+ * The group sums of a come with the quantized activations (A->ns = -sum), so the correction is
+ * the start value of vpdpbusd: one shift per activation row and step, shared by all weight rows. */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__qload64u_avx512(const uint8_t *blk, int two, int bs, int dt) {
+    if (dt == KOSMOS2__Q8_0) {
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        __m256i hi = two ? _mm256_loadu_si256((const __m256i *)(blk + bs + 2)) : _mm256_setzero_si256();
+        return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8((char)0x80));
+    } else {
+        __m128i v0 = _mm_loadu_si128((const __m128i *)(blk + 2));
+        __m128i v1 = two ? _mm_loadu_si128((const __m128i *)(blk + bs + 2)) : _mm_setzero_si128();
+        __m256i v = _mm256_set_m128i(v1, v0), m = _mm256_set1_epi8(15);
+        __m256i lo = _mm256_and_si256(v, m), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+        __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); /* b.lo b1.lo b.hi b1.hi */
+        return _mm512_shuffle_i64x2(z, z, 0xD8);                          /* b.lo b.hi b1.lo b1.hi */
+    }
+}
+/* the scales of blocks b and b+1 (0 when absent) in lanes 0-7 and 8-15 */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__qscale2_avx512(const uint8_t *blk, int two, int bs) {
+    short h0, h1 = 0;
+    memcpy(&h0, blk, 2);
+    if (two) memcpy(&h1, blk + bs, 2);
+    return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(h1), _mm_set1_epi16(h0)));
+}
+/* The quantized tile: R x C outputs (R, C <= 4), two blocks per step; per step and (r, c):
+ * vpdpbusd, convert, scale product, FMA. */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                                  const uint8_t *w, int64_t wstride, int dt,
+                                                                  const float *bias, int64_t pf, const int R, const int C) {
+    __m512 acc[4][4], dw[4];
+    __m512i wu[4];
+    const int64_t nb = A->nb, nbp = A->nbp;
+    const int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES, sh = dt == KOSMOS2__Q8_0 ? 7 : 3;
+    int64_t b = 0, j = 0;
+    int r, c, pass;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    /* pass 0: the pairs of blocks; pass 1: a last odd block (the loop is unrolled, so `two` is a
+     * constant in each copy) */
+    KOSMOS2__UNROLL for (pass = 0; pass < 2; pass++)
+    for (; pass == 0 ? b + 2 <= nb : b < nb; b += 2, j++) {
+        const int two = pass == 0;
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+            const uint8_t *blk = w + c * wstride + b * bs;
+            wu[c] = kosmos2__qload64u_avx512(blk, two, bs, dt);
+            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T0);
+            dw[c] = kosmos2__qscale2_avx512(blk, two, bs);
+        }
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            const int64_t m = m0 + r;
+            const int8_t *a = A->q + (m * nb + b) * KOSMOS2__QK;
+            const int32_t *ns = A->ns + (m * nb + b) * 8;
+            const __m512 dx = _mm512_loadu_ps(A->d + (m * nbp + j) * 16);
+            __m512i av, init;
+            if (two) {
+                av = _mm512_loadu_si512((const void *)a);
+                init = _mm512_loadu_si512((const void *)ns);
+            } else {
+                av = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_loadu_si256((const __m256i *)a), 0);
+                init = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_loadu_si256((const __m256i *)ns), 0);
+            }
+            init = _mm512_slli_epi32(init, (unsigned)sh);
+            KOSMOS2__UNROLL for (c = 0; c < C; c++) {
+                __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wu[c], av));
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dw[c]), p, acc[r][c]);
+            }
+        }
+    }
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++)
+        y[r * ldy + c] = kosmos2__fold16_avx512(acc[r][c]) + (bias ? bias[c] : 0.0f);
+}
+static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                          const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 4, 4);
+    else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 4, 4);
+}
+static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                         const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 4);
+    else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 4);
+}
+static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_one(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                         const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
+    else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
+}
+#endif /* KOSMOS2__X86 */
+
+/* ----------------------------------------------------------------------- kernel tables ---- */
+static const kosmos2__kernel_set kosmos2__kernels_scalar = {
+    1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
+    1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar};
+#ifdef KOSMOS2__X86
+static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
+    2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
+    kosmos2__widen_avx2,
+    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one};
+static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
+    4, 6, 512, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
+    {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
+    4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one};
+#endif
+static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
+#ifdef KOSMOS2__X86
+    int isa = kosmos2__kernels_isa();
+    if (isa == KOSMOS2__ISA_AVX512) return &kosmos2__kernels_avx512;
+    if (isa == KOSMOS2__ISA_AVX2) return &kosmos2__kernels_avx2;
+#endif
+    return &kosmos2__kernels_scalar;
+}
+#ifdef KOSMOS2__X86_DIAG_PUSHED
+#pragma GCC diagnostic pop
+#endif
+
+/* --------------------------------------------------------------------- product drivers ---- */
+/* p rounded up to a multiple of 64 bytes (a cache line: whole-line vector loads); NULL stays NULL */
+static void *kosmos2__align64(void *p) {
+    return p ? (void *)((char *)p + ((64 - (uintptr_t)p % 64) % 64)) : NULL;
+}
+
+/* One panel of c weight rows (type dt, row stride ldw elements) times M activation rows (row
+ * stride ldx), kc values of k: R x C tiles, then 1 x C rows, then 1 x 1 for a narrow last panel.
+ * part: [M, C, 16] lanes parked between blocks of K (see kosmos2__ftile_fn). */
+static void kosmos2__panel_float(const kosmos2__kernel_set *ks, float *y, int64_t ldy, const float *x, int64_t ldx,
+                                 int64_t M, const void *w, int64_t ldw, int dt, int64_t c, int64_t kc,
+                                 const float *bias, float *part, int flags, const kosmos2__next_block *next) {
+    const int64_t es = dt == KOSMOS2__F32 ? 4 : 2, C = ks->C;
+    int64_t m = 0, j;
+    if (c == C && dt == KOSMOS2__F32)
+        for (; m + ks->R <= M; m += ks->R) {
+            kosmos2__pf pf, *pfp = NULL;
+            if (next && next->rows > 0) { /* slice m / R of M / R of the next block's lines */
+                const int64_t per_row = (next->bytes + 63) / 64, lines = per_row * next->rows, T = M / ks->R;
+                const int64_t l0 = lines * (m / ks->R) / T, l1 = lines * (m / ks->R + 1) / T;
+                pf.base = next->base;
+                pf.stride = next->stride;
+                pf.per_row = per_row;
+                pf.row = l0 / per_row;
+                pf.off = l0 - pf.row * per_row;
+                pf.n = l1 - l0;
+                pfp = &pf;
+            }
+            ks->full(y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags, pfp);
+        }
+    if (c == C && dt == KOSMOS2__F32 && M - m > 1 && M - m < ks->R && ks->fewer[M - m]) { /* the last rows */
+        ks->fewer[M - m](y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags,
+                         NULL);
+        m = M;
+    }
+    for (; m < M; m++) {
+        if (c == C)
+            ks->row(y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags, NULL);
+        else
+            for (j = 0; j < c; j++)
+                ks->one(y + m * ldy + j, ldy, x + m * ldx, ldx, (const char *)w + j * ldw * es, ldw, dt, kc,
+                        bias ? bias + j : NULL, part ? part + (m * C + j) * 16 : NULL, flags, NULL);
+    }
+}
+
+/* y[M,N] = x[M,K] W^T + bias for F32/F16/BF16 weights (see TILING above). */
+static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
+                                 int n_threads, const kosmos2__kernel_set *ks) {
+    const int64_t N = W->rows, K = W->cols, C = ks->C, np = (N + C - 1) / C;
+    const int64_t wbytes = kosmos2__row_bytes(W->dtype, K), es = W->dtype == KOSMOS2__F32 ? 4 : 2;
+    /* many rows: copy/widen each panel block of K to a float buffer and tile over rows */
+    const int many = M >= ks->R && ks->R > 1;
+    const int64_t kb = many ? (K < ks->KB ? K : ks->KB) : K;
+    const int64_t ldb = kb + 16; /* buffer row stride: +64 bytes, so rows do not share L1 sets */
+    int64_t chunks = (M * K * 4) / (1 << 20) + 1, mc = (M + chunks - 1) / chunks, m0;
+    mc = (mc + ks->R - 1) / ks->R * ks->R; /* activation rows per chunk (about 1 MB, stays in L2) */
+    (void)n_threads;
+    for (m0 = 0; m0 < M; m0 += mc) {
+        const int64_t mr = M - m0 < mc ? M - m0 : mc;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel())
+#endif
+        {
+            /* per thread: the panel block [C, ldb] as float32 and the parked lanes [mr, C, 16];
+             * without them (few rows, or no memory) the kernels read W directly over all of K */
+            void *bufmem = many ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
+            void *partmem = bufmem && kb < K ? KOSMOS2_MALLOC((size_t)(mr * C) * 64 + 64) : NULL;
+            float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
+            int64_t p;
+            if (buf && kb < K && !part) { KOSMOS2_FREE(bufmem); buf = NULL; bufmem = NULL; }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (p = 0; p < np; p++) {
+                const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
+                const uint8_t *w = (const uint8_t *)W->data + n0 * wbytes;
+                float *yp = y + m0 * N + n0;
+                const float *xp = x + m0 * K, *bp = bias ? bias + n0 : NULL;
+                int64_t k0, j;
+                if (!buf) { /* weights as stored, all of K at once */
+                    kosmos2__panel_float(ks, yp, N, xp, K, mr, w, K, W->dtype, c, K, bp, NULL, KOSMOS2__T_FINISH, NULL);
+                    continue;
+                }
+                for (k0 = 0; k0 == 0 || k0 < K; k0 += kb) { /* blocks of K, in increasing k */
+                    const int64_t kc = K - k0 < kb ? K - k0 : kb;
+                    const int flags = (k0 > 0 ? KOSMOS2__T_RESUME : 0) | (k0 + kc >= K ? KOSMOS2__T_FINISH : 0);
+                    kosmos2__next_block next; /* k0 + kc in this panel, or the start of the next one */
+                    next.stride = wbytes;
+                    if (k0 + kc < K) {
+                        next.base = w + (k0 + kc) * es;
+                        next.rows = c;
+                        next.bytes = (K - k0 - kc < kb ? K - k0 - kc : kb) * es;
+                    } else {
+                        next.base = w + c * wbytes;
+                        next.rows = p + 1 < np ? (N - n0 - c < C ? N - n0 - c : C) : 0;
+                        next.bytes = kb * es;
+                    }
+                    for (j = 0; j < c; j++) ks->widen(w + j * wbytes + k0 * es, W->dtype, buf + j * ldb, kc);
+                    kosmos2__panel_float(ks, yp, N, xp + k0, K, mr, buf, ldb, KOSMOS2__F32, c, kc, bp, part, flags, &next);
+                }
+            }
+            KOSMOS2_FREE(bufmem);
+            KOSMOS2_FREE(partmem);
+        }
+    }
+    return KOSMOS2_OK;
+}
+
+/* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A. */
+static void kosmos2__quantize_act_row(const float *x, kosmos2__qacts *A, int64_t m) {
+    uint8_t blk[KOSMOS2__Q8_0_BYTES];
+    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    int64_t b;
+    int i, g;
+    for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
+    for (b = 0; b < A->nb; b++) {
+        float dv;
+        kosmos2__quantize_row_q8_0(x + b * KOSMOS2__QK, blk, KOSMOS2__QK);
+        dv = kosmos2__f16_at(blk);
+        for (i = 0; i < 8; i++) d[(b >> 1) * 16 + (b & 1) * 8 + i] = dv;
+        memcpy(q + b * KOSMOS2__QK, blk + 2, KOSMOS2__QK);
+        for (g = 0; g < 8; g++)
+            ns[b * 8 + g] = -((int8_t)blk[2 + 4 * g] + (int8_t)blk[3 + 4 * g] + (int8_t)blk[4 + 4 * g] + (int8_t)blk[5 + 4 * g]);
+    }
+}
+
+/* One panel of c quantized weight rows times M quantized activation rows. */
+static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ldy, const kosmos2__qacts *A, int64_t M,
+                             const uint8_t *w, int64_t wstride, int dt, int64_t c, const float *bias, int64_t pf) {
+    int64_t m = 0, j;
+    if (c == ks->QC)
+        for (; m + ks->QR <= M; m += ks->QR, pf = 0) ks->qfull(y + m * ldy, ldy, A, m, w, wstride, dt, bias, pf);
+    for (; m < M; m++, pf = 0) { /* (the first pass over the panel prefetches the next one) */
+        if (c == ks->QC) ks->qrow(y + m * ldy, ldy, A, m, w, wstride, dt, bias, pf);
+        else
+            for (j = 0; j < c; j++)
+                ks->qone(y + m * ldy + j, ldy, A, m, w + j * wstride, wstride, dt, bias ? bias + j : NULL, 0);
+    }
+}
+
+/* y[M,N] = q8_0(x)[M,K] W^T + bias for Q8_0/Q4_0 weights: x is quantized once (in parallel over
+ * rows), then panels of QC weight rows are distributed over the threads. */
+static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
+                             int n_threads, const kosmos2__kernel_set *ks) {
+    const int64_t N = W->rows, K = W->cols, C = ks->QC, np = (N + C - 1) / C, nb = K / KOSMOS2__QK;
+    const int64_t wbytes = kosmos2__row_bytes(W->dtype, K);
+    kosmos2__qacts A;
+    void *mem;
+    if (K % KOSMOS2__QK != 0)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "matmul: %s weights need a multiple of 32 columns, got %lld",
+                             kosmos2__dtype_name(W->dtype), (long long)K);
+    A.nb = nb;
+    A.nbp = (nb + 1) / 2;
+    mem = kosmos2__alloc((size_t)(M * A.nbp) * 64 + (size_t)(M * nb) * (32 + KOSMOS2__QK));
+    if (!mem) return KOSMOS2_E_NOMEM;
+    A.d = (float *)mem;
+    A.ns = (int32_t *)(A.d + M * A.nbp * 16);
+    A.q = (int8_t *)(A.ns + M * nb * 8);
+    (void)n_threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel())
+#endif
+    {
+        int64_t m, p;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (m = 0; m < M; m++) kosmos2__quantize_act_row(x + m * K, &A, m);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (p = 0; p < np; p++) {
+            const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
+            kosmos2__panel_q(ks, y + n0, N, &A, M, (const uint8_t *)W->data + n0 * wbytes, wbytes, W->dtype, c,
+                             bias ? bias + n0 : NULL, p + 1 < np ? C * wbytes : 0);
+        }
+    }
+    KOSMOS2_FREE(mem);
+    return KOSMOS2_OK;
+}
+
+/* y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]    x [M, K], W [N, K], bias [N] or NULL, y [M, N].
+ * Any dtype; the canonical sum above, so the result is the same for any thread count and ISA.
+ * Runs on n_threads OpenMP threads (one when called inside a parallel region). Returns 0, or
+ * KOSMOS2_E_INVALID (q type with K % 32 != 0) / KOSMOS2_E_NOMEM (q types only). */
+KOSMOS2__UNUSED static int kosmos2__matmul(float *y, const float *x, int64_t M, const kosmos2__mat *W,
+                                           const float *bias, int n_threads) {
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
+    if (M <= 0 || W->rows <= 0) return KOSMOS2_OK;
+    if (n_threads < 1) n_threads = 1;
+    if (W->dtype == KOSMOS2__Q8_0 || W->dtype == KOSMOS2__Q4_0) return kosmos2__matmul_q(y, x, M, W, bias, n_threads, ks);
+    return kosmos2__matmul_float(y, x, M, W, bias, n_threads, ks);
+}
+
+/* dot(x[0..cols-1], W[row]) for a float-type W, in the canonical order (scalar). */
+KOSMOS2__UNUSED static float kosmos2__dot_row(const kosmos2__mat *W, int64_t row, const float *x) {
+    return kosmos2__dot_scalar((const uint8_t *)W->data + row * kosmos2__row_bytes(W->dtype, W->cols), W->dtype, x,
+                               W->cols);
+}
 
 /* ============================================================================================
- *  [3] CHECKPOINT: config.json, preprocessor_config.json, tensors by name, shapes checked
+ *  [6] CHECKPOINT: config.json, preprocessor_config.json, tensors by name, shapes checked
  * ============================================================================================ */
 typedef struct { const float *w, *b; } kosmos2__ln;          /* LayerNorm weight [n], bias [n] */
 typedef struct { kosmos2__mat w; const float *b; } kosmos2__linear; /* y = x W^T + b: w [out, in], b [out] */
@@ -1704,7 +5143,7 @@ int kosmos2_model_tensor(const kosmos2_model *m, int i, kosmos2_tensor_info *inf
 }
 
 /* ============================================================================================
- *  [6b] MODEL OPS: layer norm, activations, softmax, attention (float32, row-wise)
+ *  [7] MODEL OPS: layer norm, activations, softmax, attention (float32, row-wise)
  * ============================================================================================ */
 /* x[r, :] = LayerNorm(x[r, :]) * w + b for r < rows; x [rows, n]. Mean and variance in double. */
 static void kosmos2__layernorm(float *x, int64_t rows, int64_t n, const kosmos2__ln *ln, float eps) {
@@ -1820,7 +5259,7 @@ static void kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmo
 }
 
 /* ============================================================================================
- *  CONTEXT: per-thread state (KV caches, threads)
+ *  [8] CONTEXT: per-thread state (KV caches, threads)
  * ============================================================================================ */
 typedef struct {        /* the key/value cache of one sequence */
     float **k, **v;     /* [text_layers] -> [cap, D] keys / values after projection (heads interleaved) */
@@ -1930,7 +5369,7 @@ void kosmos2_context_free(kosmos2_context *c) {
 }
 
 /* ============================================================================================
- *  [7] VISION ENCODER: CLIP ViT (patch conv, class token, learned positions, pre-LN layers)
+ *  [9] VISION ENCODER: CLIP ViT (patch conv, class token, learned positions, pre-LN layers)
  * ============================================================================================ */
 /* One pre-LN encoder layer on h [N, Dv]; scratch: a [N, Dv], q/k/v/ctx [N, Dv] each, f [N, Fv]. */
 static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vision_layer *L, float *h, int64_t N, float *a,
@@ -1990,7 +5429,7 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
 }
 
 /* ============================================================================================
- *  [8] RESAMPLER: image-to-text projection (64 latent queries attend over [image; latents])
+ *  [10] RESAMPLER: image-to-text projection (64 latent queries attend over [image; latents])
  * ============================================================================================ */
 /* vision hidden h [N, Dv] -> image embeddings out [Q, D]. */
 static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float *out, int nt) {
@@ -2064,7 +5503,7 @@ int kosmos2_set_image_embeds(kosmos2_context *ctx, const float *image_embeds) {
 }
 
 /* ============================================================================================
- *  [9] TEXT DECODER: embeddings (+ image splice), sinusoidal positions, sub-LN blocks, KV cache
+ *  [11] TEXT DECODER: embeddings (+ image splice), sinusoidal positions, sub-LN blocks, KV cache
  * ============================================================================================ */
 /* Row `pos` of the M2M100-style sinusoid table [sin | cos] (float32 as transformers builds it);
  * the padding row (pos == pad) is zero. out [D]. */
@@ -2169,7 +5608,7 @@ void kosmos2_kv_clear(kosmos2_context *ctx) {
 int kosmos2_kv_size(const kosmos2_context *ctx) { return ctx ? ctx->kv.n : 0; }
 
 /* ============================================================================================
- *  [10] GENERATION: greedy, beam search, sampling; no-repeat n-gram ban (transformers' rules)
+ *  [12] GENERATION: greedy, beam search, sampling; no-repeat n-gram ban (transformers' rules)
  * ============================================================================================ */
 kosmos2_generate_params kosmos2_generate_default_params(void) {
     kosmos2_generate_params p;
@@ -2482,6 +5921,7 @@ int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const cha
     n_img = image ? c->latent_query_num : 0;
     if (strlen(out->prompt) > (size_t)INT_MAX / 8) { rc = kosmos2__fail(KOSMOS2_E_LIMIT, "prompt of %zu bytes is too long", strlen(out->prompt)); goto end; }
     cap = (int)strlen(out->prompt) + n_img + 16;
+    if (cap > ctx->max_ctx + 1) cap = ctx->max_ctx + 1; /* a longer prompt is refused: no buffer beyond the context */
     for (;;) { /* ids [cap] and image mask [cap]; retried once with the exact size if too small */
         out->prompt_ids = (int32_t *)kosmos2__alloc((size_t)cap * sizeof(int32_t));
         mask = (uint8_t *)kosmos2__alloc((size_t)cap);
@@ -2489,6 +5929,7 @@ int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const cha
         n = kosmos2_prompt_ids(m->tok, out->prompt, n_img, out->prompt_ids, mask, cap);
         if (n < 0) { rc = n; goto end; }
         if (n <= cap) break;
+        if (n > ctx->max_ctx) { rc = kosmos2__fail(KOSMOS2_E_LIMIT, "the prompt (%d tokens) exceeds the context limit of %d positions", n, ctx->max_ctx); goto end; }
         KOSMOS2_FREE(out->prompt_ids); KOSMOS2_FREE(mask); out->prompt_ids = NULL; mask = NULL;
         cap = n;
     }
@@ -2540,8 +5981,793 @@ end:
 }
 
 
-#include "parts/grounding.h"
+/* ============================================================================================
+ *  [13] GROUNDING: boxes -> markup, generated markup -> caption + entities
+ * ============================================================================================
+ *  Reference: transformers models/kosmos2/processing_kosmos2.py (post_process_generation,
+ *  clean_text_and_extract_entities_with_bboxes, extract_entities_with_patch_indices,
+ *  adjust_entity_positions, _cleanup_spaces, patch_index_to_coordinate, _insert_patch_index_tokens,
+ *  coordinate_to_patch_index). Python works on code points, so the parser decodes the caption into
+ *  an array of code points first and mirrors each Python step on it; outputs are encoded back.
+ *
+ *  The regexes, and how they match (Python `re`, no flags):
+ *   R1  re.sub("<.*?>", "", s)   at each '<', the shortest run up to the next '>' is removed, unless
+ *       a '\n' comes first ('.' does not match newline); then that '<' is kept.
+ *   R2  entities: (?:(<phrase>([^<]+)</phrase>))?<object>((?:PP</delimiter_of_multi_objects/>)*PP)</object>
+ *       with PP = <patch_index_\d+><patch_index_\d+>. Every quantifier here is followed by a character
+ *       it cannot consume ('<' after [^<]+, '>' after \d+), so backtracking never finds another
+ *       match: each attempt is one left-to-right pass. An attempt tries the <phrase> variant first,
+ *       then the bare <object> one; finditer resumes after a match, else one character further.
+ *   R3  prompts: <phrase>.+?</phrase>   the first "</phrase>" at least one character after
+ *       "<phrase>", with no '\n' in between.
+ *  All three run in linear time here (Python's R1 is quadratic on "<<<<..."). */
 
+/* ---- Unicode facts as Python 3.11 (Unicode 14.0) has them ---------------------------------- */
+
+/* The code point of digit zero of every run of ten decimal digits (category Nd), which Python's
+ * regex \d matches and int() converts. */
+static const uint32_t kosmos2__gr_digit_zeros[] = {
+    0x30,    0x660,   0x6f0,   0x7c0,   0x966,   0x9e6,   0xa66,   0xae6,   0xb66,   0xbe6,   0xc66,
+    0xce6,   0xd66,   0xde6,   0xe50,   0xed0,   0xf20,   0x1040,  0x1090,  0x17e0,  0x1810,  0x1946,
+    0x19d0,  0x1a80,  0x1a90,  0x1b50,  0x1bb0,  0x1c40,  0x1c50,  0xa620,  0xa8d0,  0xa900,  0xa9d0,
+    0xa9f0,  0xaa50,  0xabf0,  0xff10,  0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0, 0x112f0,
+    0x11450, 0x114d0, 0x11650, 0x116c0, 0x11730, 0x118e0, 0x11950, 0x11c50, 0x11d50, 0x11da0, 0x16a60,
+    0x16ac0, 0x16b50, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1e140, 0x1e2f0, 0x1e950, 0x1fbf0};
+
+/* Value 0..9 of a decimal digit code point, -1 if c is not one. */
+static int kosmos2__gr_digit(uint32_t c) {
+    size_t i;
+    if (c >= '0' && c <= '9') return (int)(c - '0');
+    for (i = 1; i < sizeof kosmos2__gr_digit_zeros / sizeof kosmos2__gr_digit_zeros[0]; i++) {
+        uint32_t z = kosmos2__gr_digit_zeros[i];
+        if (c >= z && c < z + 10) return (int)(c - z);
+    }
+    return -1;
+}
+
+/* Python's str.isspace(): what str.strip() with no argument removes. */
+static int kosmos2__gr_is_space(uint32_t c) {
+    if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+    return c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+/* ---- UTF-8 <-> code points (invalid bytes as Python's 'surrogateescape': U+DC80..U+DCFF) ---- */
+
+/* Decode s[0..n) into out[] (room for n code points); returns the number of code points. A byte
+ * that does not start a valid (shortest-form, non-surrogate, <= U+10FFFF) sequence becomes
+ * U+DC00 + byte, and decoding resumes at the next byte, as Python's decoder does. */
+static int kosmos2__gr_decode(const unsigned char *s, int n, uint32_t *out) {
+    int i = 0, k = 0;
+    while (i < n) {
+        unsigned c = s[i], lo = 0x80, hi = 0xBF;
+        int len = 0, j, ok = 1;
+        uint32_t cp = 0;
+        if (c < 0x80) {
+            out[k++] = c;
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0F;
+            if (c == 0xE0) lo = 0xA0; /* no overlong forms */
+            if (c == 0xED) hi = 0x9F; /* no surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F; /* <= U+10FFFF */
+        }
+        if (len == 0 || len > n - i) ok = 0;
+        for (j = 1; ok && j < len; j++) {
+            unsigned b = s[i + j];
+            if (b < (j == 1 ? lo : 0x80u) || b > (j == 1 ? hi : 0xBFu)) ok = 0;
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        if (ok) {
+            out[k++] = cp;
+            i += len;
+        } else {
+            out[k++] = 0xDC00 + c;
+            i++;
+        }
+    }
+    return k;
+}
+
+/* Bytes that code point c takes when encoded back (an escaped byte takes one). */
+static int kosmos2__gr_cp_bytes(uint32_t c) {
+    if (c < 0x80 || (c >= 0xDC80 && c <= 0xDCFF)) return 1;
+    if (c < 0x800) return 2;
+    if (c < 0x10000) return 3;
+    return 4;
+}
+
+/* Encode t[0..n) as UTF-8 (escapes back to their byte) into a new NUL-terminated string. */
+static char *kosmos2__gr_encode(const uint32_t *t, int n) {
+    size_t bytes = 1;
+    int i;
+    char *s, *p;
+    for (i = 0; i < n; i++) bytes += (size_t)kosmos2__gr_cp_bytes(t[i]);
+    s = (char *)kosmos2__alloc(bytes);
+    if (!s) return NULL;
+    p = s;
+    for (i = 0; i < n; i++) {
+        uint32_t c = t[i];
+        if (c < 0x80 || (c >= 0xDC80 && c <= 0xDCFF)) {
+            *p++ = (char)(c < 0x80 ? c : c - 0xDC00);
+        } else if (c < 0x800) {
+            *p++ = (char)(0xC0 | (c >> 6));
+            *p++ = (char)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            *p++ = (char)(0xE0 | (c >> 12));
+            *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
+            *p++ = (char)(0x80 | (c & 0x3F));
+        } else {
+            *p++ = (char)(0xF0 | (c >> 18));
+            *p++ = (char)(0x80 | ((c >> 12) & 0x3F));
+            *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
+            *p++ = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    *p = 0;
+    return s;
+}
+
+/* ---- growable strings and arrays -------------------------------------------------------------- */
+
+typedef struct kosmos2__gr_str {
+    char *p; /* [cap] bytes, NUL-terminated once anything was appended */
+    size_t n, cap;
+    int oom; /* an append failed; the string is incomplete */
+} kosmos2__gr_str;
+
+static void kosmos2__gr_append(kosmos2__gr_str *s, const char *data, size_t n) {
+    if (s->oom) return;
+    if (s->n + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 64;
+        char *p;
+        while (cap < s->n + n + 1) {
+            if (cap > SIZE_MAX / 2) {
+                s->oom = 1;
+                kosmos2__fail(KOSMOS2_E_NOMEM, "string too long");
+                return;
+            }
+            cap *= 2;
+        }
+        p = (char *)KOSMOS2_REALLOC(s->p, cap);
+        if (!p) {
+            s->oom = 1;
+            kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing a string to %zu bytes", cap);
+            return;
+        }
+        s->p = p;
+        s->cap = cap;
+    }
+    memcpy(s->p + s->n, data, n);
+    s->n += n;
+    s->p[s->n] = 0;
+}
+
+static void kosmos2__gr_append_str(kosmos2__gr_str *s, const char *z) { kosmos2__gr_append(s, z, strlen(z)); }
+
+/* Grow an array of `elem`-byte items to hold at least `need` items. Returns the (possibly moved)
+ * array, or NULL (NOMEM recorded) with the old array still valid and *cap unchanged. */
+static void *kosmos2__gr_grow(void *arr, int *cap, int need, size_t elem) {
+    int c = *cap ? *cap : 16;
+    void *p;
+    if (need <= *cap) return arr;
+    while (c < need) {
+        if (c > INT_MAX / 2) {
+            kosmos2__fail(KOSMOS2_E_NOMEM, "array too large");
+            return NULL;
+        }
+        c *= 2;
+    }
+    if ((size_t)c > SIZE_MAX / elem) {
+        kosmos2__fail(KOSMOS2_E_NOMEM, "array too large");
+        return NULL;
+    }
+    p = KOSMOS2_REALLOC(arr, (size_t)c * elem);
+    if (!p) {
+        kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing an array to %d items", c);
+        return NULL;
+    }
+    *cap = c;
+    return p;
+}
+
+/* NOTE FOR THE LEAD: move to [1] PLATFORM when merging. */
+
+/* ---- caption extraction ---------------------------------------------------------------------- */
+
+const char *kosmos2_grounding_raw_caption(const char *generated_text) {
+    /* text.split("</image>")[-1]: "</image>" cannot overlap itself, so: after the last occurrence */
+    const char *p, *last;
+    if (!generated_text) return NULL;
+    last = generated_text;
+    for (p = strstr(generated_text, "</image>"); p; p = strstr(p + 8, "</image>")) last = p + 8;
+    return last;
+}
+
+/* ---- the parser's working state ------------------------------------------------------------- */
+
+/* A patch index as Python holds it after int(): an exact, arbitrarily large integer. */
+#define KOSMOS2__GR_MAX_DIGITS 4300 /* Python 3.11's int() refuses longer digit strings */
+typedef struct kosmos2__gr_index {
+    char dec[KOSMOS2__GR_MAX_DIGITS + 2];  /* decimal, ASCII, no leading zeros ("0" for zero) */
+    char quot[KOSMOS2__GR_MAX_DIGITS + 2]; /* decimal of index // 32 (the row) */
+    int mod;                               /* index % 32 (the column) */
+    double row;                            /* float(index // 32), correctly rounded */
+} kosmos2__gr_index;
+
+/* One match of regex R2 (before expansion into entities). Positions are code points in t[]. */
+typedef struct kosmos2__gr_match {
+    int phrase_start, phrase_end; /* group 2, or -1 when there is no <phrase> part */
+    int match_start;              /* start of the whole match */
+    int first_pair, n_pairs;      /* into pairs[] */
+} kosmos2__gr_match;
+
+/* The digit runs of one (ul, lr) pair: code point offsets and lengths in t[]. */
+typedef struct kosmos2__gr_pair {
+    int a_start, a_len, b_start, b_len;
+} kosmos2__gr_pair;
+
+typedef struct kosmos2__gr_parser {
+    const uint32_t *t;   /* [n] the raw caption (after the last </image>) as code points */
+    int n;
+    uint32_t *processed; /* [n_processed] t with every R1 match removed */
+    int n_processed;
+    int *reg_end;        /* [n_reg] end (exclusive) of each removed tag, increasing */
+    int *reg_cum;        /* [n_reg] code points removed by tags 0..r */
+    int n_reg, cap_reg_end, cap_reg_cum;
+    kosmos2__gr_match *matches; /* [n_matches] */
+    int n_matches, cap_matches;
+    kosmos2__gr_pair *pairs;    /* [n_pairs] */
+    int n_pairs, cap_pairs;
+} kosmos2__gr_parser;
+
+/* ---- R1: tag removal -------------------------------------------------------------------------- */
+
+/* Run re.sub("<.*?>", "", t) once over the whole caption, recording where each removed tag ends. */
+static int kosmos2__gr_strip_tags(kosmos2__gr_parser *ps) {
+    const uint32_t *t = ps->t;
+    int i = 0, fail_until = 0, removed = 0;
+    while (i < ps->n) {
+        if (t[i] == '<' && i >= fail_until) {
+            int j = i + 1;
+            while (j < ps->n && t[j] != '>' && t[j] != '\n') j++;
+            if (j < ps->n && t[j] == '>') {
+                int *e = (int *)kosmos2__gr_grow(ps->reg_end, &ps->cap_reg_end, ps->n_reg + 1, sizeof(int)), *c;
+                if (!e) return KOSMOS2_E_NOMEM;
+                ps->reg_end = e;
+                c = (int *)kosmos2__gr_grow(ps->reg_cum, &ps->cap_reg_cum, ps->n_reg + 1, sizeof(int));
+                if (!c) return KOSMOS2_E_NOMEM;
+                ps->reg_cum = c;
+                removed += j + 1 - i;
+                ps->reg_end[ps->n_reg] = j + 1;
+                ps->reg_cum[ps->n_reg] = removed;
+                ps->n_reg++;
+                i = j + 1;
+                continue;
+            }
+            /* no '>' before the newline/end at j: every '<' before j fails the same way */
+            fail_until = j;
+        }
+        ps->processed[ps->n_processed++] = t[i++];
+    }
+    return KOSMOS2_OK;
+}
+
+/* len(re.sub("<.*?>", "", t[:c])) (adjust_entity_positions). Scanning the prefix makes the same
+ * decisions as the full scan, except that a tag cut by the end of the prefix is kept whole: so it
+ * is c minus the length of the full scan's tags that end at or before c. */
+static int kosmos2__gr_prefix_len(const kosmos2__gr_parser *ps, int c) {
+    int lo = 0, hi = ps->n_reg; /* find the number of tags with reg_end <= c */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (ps->reg_end[mid] <= c) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo ? c - ps->reg_cum[lo - 1] : c;
+}
+
+/* ---- R2: entity matching --------------------------------------------------------------------- */
+
+/* Length of the ASCII literal `lit` if t[i..] starts with it, else 0. */
+static int kosmos2__gr_lit(const kosmos2__gr_parser *ps, int i, const char *lit) {
+    int k;
+    for (k = 0; lit[k]; k++)
+        if (i + k >= ps->n || ps->t[i + k] != (uint32_t)(unsigned char)lit[k]) return 0;
+    return k;
+}
+
+/* "<patch_index_" \d+ ">" at t[i]: returns the position after '>' and the digit run, or -1. */
+static int kosmos2__gr_patch_tag(const kosmos2__gr_parser *ps, int i, int *dstart, int *dlen) {
+    int k = kosmos2__gr_lit(ps, i, "<patch_index_"), j;
+    if (!k) return -1;
+    j = i + k;
+    while (j < ps->n && kosmos2__gr_digit(ps->t[j]) >= 0) j++;
+    if (j == i + k || j >= ps->n || ps->t[j] != '>') return -1;
+    *dstart = i + k;
+    *dlen = j - (i + k);
+    return j + 1;
+}
+
+/* The object content at t[i] (just after "<object>"): (?:PP DELIM)* PP "</object>". Appends the
+ * pairs and returns the position after "</object>"; -1 for no match (the pairs appended are then
+ * stale: the caller drops them), -2 for NOMEM. */
+static int kosmos2__gr_object_body(kosmos2__gr_parser *ps, int i) {
+    for (;;) {
+        kosmos2__gr_pair pr, *grown;
+        int k;
+        i = kosmos2__gr_patch_tag(ps, i, &pr.a_start, &pr.a_len);
+        if (i < 0) return -1;
+        i = kosmos2__gr_patch_tag(ps, i, &pr.b_start, &pr.b_len);
+        if (i < 0) return -1;
+        grown = (kosmos2__gr_pair *)kosmos2__gr_grow(ps->pairs, &ps->cap_pairs, ps->n_pairs + 1, sizeof pr);
+        if (!grown) return -2;
+        ps->pairs = grown;
+        ps->pairs[ps->n_pairs++] = pr;
+        if ((k = kosmos2__gr_lit(ps, i, "</object>")) != 0) return i + k;
+        if ((k = kosmos2__gr_lit(ps, i, "</delimiter_of_multi_objects/>")) == 0) return -1;
+        i += k;
+    }
+}
+
+/* One regex attempt at t[i]: returns the end of the match, -1 for no match, -2 for NOMEM. */
+static int kosmos2__gr_match_at(kosmos2__gr_parser *ps, int i) {
+    int first = ps->n_pairs, k, end = -1;
+    kosmos2__gr_match m, *grown;
+    m.phrase_start = m.phrase_end = -1;
+    m.match_start = i;
+    if ((k = kosmos2__gr_lit(ps, i, "<phrase>")) != 0) { /* <phrase>([^<]+)</phrase><object>... */
+        int q = i + k, r = q;
+        while (r < ps->n && ps->t[r] != '<') r++;
+        if (r > q && kosmos2__gr_lit(ps, r, "</phrase>") && kosmos2__gr_lit(ps, r + 9, "<object>")) {
+            end = kosmos2__gr_object_body(ps, r + 9 + 8);
+            if (end == -2) return -2;
+            if (end >= 0) {
+                m.phrase_start = q;
+                m.phrase_end = r;
+            } else {
+                ps->n_pairs = first;
+            }
+        }
+    }
+    if (end < 0 && (k = kosmos2__gr_lit(ps, i, "<object>")) != 0) { /* bare <object>... */
+        end = kosmos2__gr_object_body(ps, i + k);
+        if (end == -2) return -2;
+        if (end < 0) ps->n_pairs = first;
+    }
+    if (end < 0) return -1;
+    m.first_pair = first;
+    m.n_pairs = ps->n_pairs - first;
+    grown = (kosmos2__gr_match *)kosmos2__gr_grow(ps->matches, &ps->cap_matches, ps->n_matches + 1, sizeof m);
+    if (!grown) return -2;
+    ps->matches = grown;
+    ps->matches[ps->n_matches++] = m;
+    return end;
+}
+
+/* re.finditer over the whole caption. */
+static int kosmos2__gr_find_entities(kosmos2__gr_parser *ps) {
+    int i = 0;
+    while (i < ps->n) {
+        int end = ps->t[i] == '<' ? kosmos2__gr_match_at(ps, i) : -1;
+        if (end == -2) return KOSMOS2_E_NOMEM;
+        i = end >= 0 ? end : i + 1;
+    }
+    return KOSMOS2_OK;
+}
+
+/* ---- patch indices -> boxes ------------------------------------------------------------------ */
+
+/* int() of a digit run, then what patch_index_to_coordinate derives from it: index % 32, index // 32
+ * (exact, by long division in decimal) and float(index // 32). Errors where Python raises. */
+static int kosmos2__gr_index_parse(const uint32_t *d, int len, kosmos2__gr_index *ix) {
+    int i, nd = 0, nq = 0, rem = 0;
+    char *end;
+    if (len > KOSMOS2__GR_MAX_DIGITS)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "patch index of %d digits (Python's int() refuses more than %d: "
+                             "ValueError)", len, KOSMOS2__GR_MAX_DIGITS);
+    for (i = 0; i < len; i++) {
+        int v = kosmos2__gr_digit(d[i]), cur = rem * 10 + v;
+        if (nd || v) ix->dec[nd++] = (char)('0' + v);
+        if (nq || cur / 32) ix->quot[nq++] = (char)('0' + cur / 32);
+        rem = cur % 32;
+    }
+    if (!nd) ix->dec[nd++] = '0';
+    if (!nq) ix->quot[nq++] = '0';
+    ix->dec[nd] = ix->quot[nq] = 0;
+    ix->mod = rem;
+    /* Python converts int -> float with correct rounding; so does strtod for a decimal integer */
+    errno = 0;
+    ix->row = strtod(ix->quot, &end);
+    if (errno == ERANGE || !(ix->row <= DBL_MAX))
+        return kosmos2__fail(KOSMOS2_E_INVALID,
+                             "patch index of %d digits is too large for a double (Python: OverflowError)", nd);
+    return KOSMOS2_OK;
+}
+
+/* patch_index_to_coordinate(ul, lr, 32) on exact indices. mod*cell and row*cell are exact (cell =
+ * 1/32), so the result does not depend on whether the compiler fuses the multiply-adds. */
+static kosmos2_box kosmos2__gr_indices_box(const kosmos2__gr_index *ul, const kosmos2__gr_index *lr) {
+    const double cell = 1.0 / 32;
+    kosmos2_box b;
+    if (strcmp(ul->dec, lr->dec) == 0 || ul->mod == lr->mod || strcmp(ul->quot, lr->quot) == 0) {
+        b.x1 = ul->mod * cell; /* same cell, column or row: cell edges */
+        b.y1 = ul->row * cell;
+        b.x2 = lr->mod * cell + cell;
+        b.y2 = lr->row * cell + cell;
+    } else {
+        b.x1 = ul->mod * cell + cell / 2; /* otherwise: cell centres */
+        b.y1 = ul->row * cell + cell / 2;
+        b.x2 = lr->mod * cell + cell / 2;
+        b.y2 = lr->row * cell + cell / 2;
+    }
+    return b;
+}
+
+kosmos2_box kosmos2_patch_indices_to_box(int ul, int lr) {
+    const double cell = 1.0 / 32;
+    long long u = ul, l = lr;
+    long long ux = ((u % 32) + 32) % 32, lx = ((l % 32) + 32) % 32; /* Python's % and // (floor) */
+    long long uy = (u - ux) / 32, ly = (l - lx) / 32;
+    kosmos2_box b;
+    if (u == l || ux == lx || uy == ly) {
+        b.x1 = (double)ux * cell;
+        b.y1 = (double)uy * cell;
+        b.x2 = (double)lx * cell + cell;
+        b.y2 = (double)ly * cell + cell;
+    } else {
+        b.x1 = (double)ux * cell + cell / 2;
+        b.y1 = (double)uy * cell + cell / 2;
+        b.x2 = (double)lx * cell + cell / 2;
+        b.y2 = (double)ly * cell + cell / 2;
+    }
+    return b;
+}
+
+/* ---- assembling the result ------------------------------------------------------------------- */
+
+/* Leading / trailing whitespace of t[0..n); an all-space string counts fully for both, as
+ * len(s) - len(s.lstrip()) and len(s) - len(s.rstrip()) do. */
+static int kosmos2__gr_lead(const uint32_t *t, int n) {
+    int k = 0;
+    while (k < n && kosmos2__gr_is_space(t[k])) k++;
+    return k;
+}
+static int kosmos2__gr_trail(const uint32_t *t, int n) {
+    int k = 0;
+    while (k < n && kosmos2__gr_is_space(t[n - 1 - k])) k++;
+    return k;
+}
+
+static int kosmos2__gr_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Fill entity e from match m, boxes pairs[pair0 .. pair0+npair): name (the stripped phrase, or
+ * fake_name), span (adjust_entity_positions + _cleanup_spaces), byte span, boxes.
+ * cap_off[cap_len + 1] are the byte offsets of the caption's code points; ix[2] is scratch. */
+static int kosmos2__gr_entity(const kosmos2__gr_parser *ps, const kosmos2__gr_match *m, int pair0, int npair,
+                              const char *fake_name, int lead_spaces, const int *cap_off, int cap_len,
+                              kosmos2__gr_index *ix, kosmos2_entity *e) {
+    int has_phrase = m->phrase_start >= 0;
+    int start = kosmos2__gr_prefix_len(ps, has_phrase ? m->phrase_start : m->match_start);
+    int end = kosmos2__gr_prefix_len(ps, has_phrase ? m->phrase_end : m->match_start);
+    int k, name_lead = 0, name_trail = 0;
+    if (has_phrase) {
+        const uint32_t *nm = ps->t + m->phrase_start;
+        int nn = m->phrase_end - m->phrase_start;
+        name_lead = kosmos2__gr_lead(nm, nn);
+        name_trail = kosmos2__gr_trail(nm, nn);
+        e->phrase = kosmos2__gr_encode(nm + name_lead, name_lead == nn ? 0 : nn - name_lead - name_trail);
+    } else {
+        e->phrase = kosmos2__strdup(fake_name);
+    }
+    if (!e->phrase) return KOSMOS2_E_NOMEM;
+    e->start = start - lead_spaces + name_lead;
+    e->end = end - lead_spaces - name_trail;
+    e->byte_start = cap_off[kosmos2__gr_clamp(e->start, 0, cap_len)];
+    e->byte_end = cap_off[kosmos2__gr_clamp(e->end, 0, cap_len)];
+    if (e->byte_end < e->byte_start) e->byte_end = e->byte_start;
+    e->boxes = (kosmos2_box *)kosmos2__calloc((size_t)npair, sizeof(kosmos2_box));
+    if (!e->boxes) return KOSMOS2_E_NOMEM;
+    e->n_boxes = npair;
+    for (k = 0; k < npair; k++) {
+        const kosmos2__gr_pair *p = &ps->pairs[pair0 + k];
+        int rc = kosmos2__gr_index_parse(ps->t + p->a_start, p->a_len, &ix[0]);
+        if (!rc) rc = kosmos2__gr_index_parse(ps->t + p->b_start, p->b_len, &ix[1]);
+        if (rc) return rc;
+        e->boxes[k] = kosmos2__gr_indices_box(&ix[0], &ix[1]);
+    }
+    return KOSMOS2_OK;
+}
+
+/* Expand the matches into entities (one per box for phrase-less objects) and strip spaces. */
+static int kosmos2__gr_build(const kosmos2__gr_parser *ps, kosmos2_grounding *out) {
+    int lead = kosmos2__gr_lead(ps->processed, ps->n_processed);
+    int trail = lead == ps->n_processed ? 0 : kosmos2__gr_trail(ps->processed, ps->n_processed);
+    int cap_len = ps->n_processed - lead - trail, total = 0, i, k, rc = KOSMOS2_OK;
+    int *cap_off = NULL;          /* [cap_len + 1] byte offset of each caption code point */
+    kosmos2__gr_index *ix = NULL; /* [2] scratch for (ul, lr) */
+    kosmos2__gr_str name;         /* scratch for fake names */
+    memset(&name, 0, sizeof name);
+    /* Python runs int() on every index before computing any box: report its ValueError first */
+    for (i = 0; i < ps->n_pairs; i++)
+        if (ps->pairs[i].a_len > KOSMOS2__GR_MAX_DIGITS || ps->pairs[i].b_len > KOSMOS2__GR_MAX_DIGITS)
+            return kosmos2__fail(KOSMOS2_E_INVALID, "patch index of more than %d digits (Python's int() "
+                                 "raises ValueError)", KOSMOS2__GR_MAX_DIGITS);
+    out->caption = kosmos2__gr_encode(ps->processed + lead, cap_len);
+    cap_off = (int *)kosmos2__alloc(((size_t)cap_len + 1) * sizeof(int));
+    ix = (kosmos2__gr_index *)kosmos2__alloc(2 * sizeof(kosmos2__gr_index));
+    for (i = 0; i < ps->n_matches; i++) total += ps->matches[i].phrase_start >= 0 ? 1 : ps->matches[i].n_pairs;
+    out->entities = (kosmos2_entity *)kosmos2__calloc((size_t)total, sizeof(kosmos2_entity));
+    if (!out->caption || !cap_off || !ix || !out->entities) {
+        rc = KOSMOS2_E_NOMEM;
+        goto done;
+    }
+    cap_off[0] = 0;
+    for (i = 0; i < cap_len; i++) cap_off[i + 1] = cap_off[i] + kosmos2__gr_cp_bytes(ps->processed[lead + i]);
+    for (i = 0; i < ps->n_matches && !rc; i++) {
+        const kosmos2__gr_match *m = &ps->matches[i];
+        if (m->phrase_start >= 0) {
+            rc = kosmos2__gr_entity(ps, m, m->first_pair, m->n_pairs, NULL, lead, cap_off, cap_len, ix,
+                                    &out->entities[out->n_entities++]);
+            continue;
+        }
+        for (k = 0; k < m->n_pairs && !rc; k++) { /* fake name "<patch_index_{a}><patch_index_{b}>" */
+            const kosmos2__gr_pair *p = &ps->pairs[m->first_pair + k];
+            name.n = 0;
+            rc = kosmos2__gr_index_parse(ps->t + p->a_start, p->a_len, &ix[0]);
+            if (!rc) rc = kosmos2__gr_index_parse(ps->t + p->b_start, p->b_len, &ix[1]);
+            if (rc) break;
+            kosmos2__gr_append_str(&name, "<patch_index_");
+            kosmos2__gr_append_str(&name, ix[0].dec);
+            kosmos2__gr_append_str(&name, "><patch_index_");
+            kosmos2__gr_append_str(&name, ix[1].dec);
+            kosmos2__gr_append_str(&name, ">");
+            if (name.oom) {
+                rc = KOSMOS2_E_NOMEM;
+                break;
+            }
+            rc = kosmos2__gr_entity(ps, m, m->first_pair + k, 1, name.p, lead, cap_off, cap_len, ix,
+                                    &out->entities[out->n_entities++]);
+        }
+    }
+done:
+    KOSMOS2_FREE(name.p);
+    KOSMOS2_FREE(cap_off);
+    KOSMOS2_FREE(ix);
+    return rc;
+}
+
+#define KOSMOS2__GR_MAX_INPUT (256u << 20) /* bytes of caption accepted by the parser */
+
+int kosmos2_grounding_parse(const char *generated_text, kosmos2_grounding *out) {
+    kosmos2__gr_parser ps;
+    uint32_t *t = NULL; /* [nbytes + 1] the caption's code points */
+    const char *cap;
+    size_t nbytes;
+    int rc;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_grounding_parse: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!generated_text) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_grounding_parse: text is NULL");
+    cap = kosmos2_grounding_raw_caption(generated_text);
+    nbytes = strlen(cap);
+    if (nbytes > KOSMOS2__GR_MAX_INPUT)
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "kosmos2_grounding_parse: caption of %zu bytes (limit %u)", nbytes,
+                             KOSMOS2__GR_MAX_INPUT);
+    memset(&ps, 0, sizeof ps);
+    t = (uint32_t *)kosmos2__alloc((nbytes + 1) * sizeof(uint32_t));
+    ps.processed = (uint32_t *)kosmos2__alloc((nbytes + 1) * sizeof(uint32_t));
+    if (!t || !ps.processed) {
+        rc = KOSMOS2_E_NOMEM;
+        goto done;
+    }
+    ps.n = kosmos2__gr_decode((const unsigned char *)cap, (int)nbytes, t);
+    ps.t = t;
+    rc = kosmos2__gr_strip_tags(&ps);
+    if (!rc) rc = kosmos2__gr_find_entities(&ps);
+    if (!rc) rc = kosmos2__gr_build(&ps, out);
+done:
+    if (rc) {
+        kosmos2__wrap(rc, "kosmos2_grounding_parse: ");
+        kosmos2_grounding_free(out);
+    }
+    KOSMOS2_FREE(t);
+    KOSMOS2_FREE(ps.processed);
+    KOSMOS2_FREE(ps.reg_end);
+    KOSMOS2_FREE(ps.reg_cum);
+    KOSMOS2_FREE(ps.matches);
+    KOSMOS2_FREE(ps.pairs);
+    return rc;
+}
+
+void kosmos2_grounding_free(kosmos2_grounding *g) {
+    int i;
+    if (!g) return;
+    for (i = 0; g->entities && i < g->n_entities; i++) {
+        KOSMOS2_FREE(g->entities[i].phrase);
+        KOSMOS2_FREE(g->entities[i].boxes);
+    }
+    KOSMOS2_FREE(g->entities);
+    KOSMOS2_FREE(g->caption);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---- boxes <-> pixels ------------------------------------------------------------------------ */
+
+void kosmos2_box_to_pixels(const kosmos2_box *box, int image_width, int image_height, double out_px[4]) {
+    if (!box || !out_px) return;
+    out_px[0] = box->x1 * image_width;
+    out_px[1] = box->y1 * image_height;
+    out_px[2] = box->x2 * image_width;
+    out_px[3] = box->y2 * image_height;
+}
+
+kosmos2_box kosmos2_box_from_pixels(double x1, double y1, double x2, double y2, int image_width,
+                                    int image_height) {
+    kosmos2_box b;
+    memset(&b, 0, sizeof b);
+    if (image_width <= 0 || image_height <= 0) return b;
+    b.x1 = x1 / image_width;
+    b.y1 = y1 / image_height;
+    b.x2 = x2 / image_width;
+    b.y2 = y2 / image_height;
+    return b;
+}
+
+/* ---- referring: boxes -> prompt markup ------------------------------------------------------- */
+
+int kosmos2_box_to_patch_indices(const kosmos2_box *box, int *ul, int *lr) {
+    const double lim = 1e6;
+    double c[4];
+    int k;
+    long long ulx, uly, lrx, lry;
+    if (!box || !ul || !lr) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_box_to_patch_indices: NULL argument");
+    if (!(box->x2 > box->x1 && box->y2 > box->y1))
+        return kosmos2__fail(KOSMOS2_E_INVALID, "box (%g, %g, %g, %g) must have x2 > x1 and y2 > y1", box->x1,
+                             box->y1, box->x2, box->y2);
+    c[0] = box->x1;
+    c[1] = box->y1;
+    c[2] = box->x2;
+    c[3] = box->y2;
+    for (k = 0; k < 4; k++)
+        if (!(c[k] >= -lim && c[k] <= lim))
+            return kosmos2__fail(KOSMOS2_E_INVALID, "box coordinate %g is out of the supported range +-1e6", c[k]);
+    ulx = (long long)floor(box->x1 * 32); /* x*32 is exact: same as Python's math.floor(x1 * 32) */
+    uly = (long long)floor(box->y1 * 32);
+    lrx = (long long)ceil(box->x2 * 32 - 1);
+    lry = (long long)ceil(box->y2 * 32 - 1);
+    *ul = (int)(uly * 32 + ulx); /* |.| <= 1.1e9: fits */
+    *lr = (int)(lry * 32 + lrx);
+    return KOSMOS2_OK;
+}
+
+/* Append "<object> <patch_index_%04d> <patch_index_%04d>[ </delimiter_of_multi_objects/> ...] </object>"
+ * for one phrase's boxes (nothing for none). %04d pads like Python's str(i).zfill(4), sign included. */
+static int kosmos2__gr_object_markup(kosmos2__gr_str *s, const kosmos2_phrase_boxes *pb) {
+    int k;
+    if (pb->n_boxes < 0) return kosmos2__fail(KOSMOS2_E_INVALID, "negative box count %d", pb->n_boxes);
+    if (pb->n_boxes > 0 && !pb->boxes && !pb->patch_pairs)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "%d boxes but neither boxes nor patch_pairs given", pb->n_boxes);
+    for (k = 0; k < pb->n_boxes; k++) {
+        char tmp[96];
+        int ul, lr;
+        if (pb->patch_pairs) {
+            ul = pb->patch_pairs[2 * k];
+            lr = pb->patch_pairs[2 * k + 1];
+        } else {
+            int rc = kosmos2_box_to_patch_indices(&pb->boxes[k], &ul, &lr);
+            if (rc) return kosmos2__wrap(rc, "box %d: ", k);
+        }
+        snprintf(tmp, sizeof tmp, "%s<patch_index_%04d> <patch_index_%04d>",
+                 k == 0 ? "<object> " : " </delimiter_of_multi_objects/> ", ul, lr);
+        kosmos2__gr_append_str(s, tmp);
+    }
+    if (pb->n_boxes > 0) kosmos2__gr_append_str(s, " </object>");
+    return s->oom ? KOSMOS2_E_NOMEM : KOSMOS2_OK;
+}
+
+/* End (byte offset after "</phrase>") of the R3 match starting at s[i], or 0 when none starts
+ * there; then *fail_at is where to look next (past a failed search: every "<phrase>" before the
+ * newline or end where it stopped fails the same way). Bytes work as well as code points here:
+ * all the characters that matter are ASCII. */
+static size_t kosmos2__gr_phrase_at(const char *s, size_t n, size_t i, size_t *fail_at) {
+    size_t k = i + 8;
+    *fail_at = i + 1;
+    if (n - i < 8 || memcmp(s + i, "<phrase>", 8) != 0) return 0;
+    if (k >= n || s[k] == '\n') return 0; /* '.+?' needs one non-newline character */
+    for (k = k + 1; k < n && s[k] != '\n'; k++)
+        if (s[k] == '<' && n - k >= 9 && memcmp(s + k, "</phrase>", 9) == 0) return k + 9;
+    *fail_at = k;
+    return 0;
+}
+
+int kosmos2_prompt_attach_boxes(const char *prompt, const kosmos2_phrase_boxes *per_phrase, int n_phrases,
+                                char **out_prompt) {
+    kosmos2__gr_str s;
+    size_t n, i, cur = 0, *ends = NULL; /* [n_match] end of each <phrase>...</phrase> match */
+    int n_match = 0, cap_match = 0, k, rc = KOSMOS2_OK;
+    if (!out_prompt) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_prompt_attach_boxes: out_prompt is NULL");
+    *out_prompt = NULL;
+    if (!prompt || n_phrases < 0 || (n_phrases > 0 && !per_phrase))
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_prompt_attach_boxes: bad arguments");
+    if (n_phrases == 0) { /* bboxes None or []: the text as it is */
+        *out_prompt = kosmos2__strdup(prompt);
+        return *out_prompt ? KOSMOS2_OK : KOSMOS2_E_NOMEM;
+    }
+    n = strlen(prompt);
+    for (i = 0; i < n;) { /* re.finditer(r"<phrase>.+?</phrase>", prompt) */
+        size_t fail_at, end = kosmos2__gr_phrase_at(prompt, n, i, &fail_at), *grown;
+        if (!end) {
+            i = fail_at;
+            continue;
+        }
+        grown = (size_t *)kosmos2__gr_grow(ends, &cap_match, n_match + 1, sizeof *ends);
+        if (!grown) {
+            KOSMOS2_FREE(ends);
+            return KOSMOS2_E_NOMEM;
+        }
+        ends = grown;
+        ends[n_match++] = end;
+        i = end;
+    }
+    if (n_match != n_phrases) {
+        KOSMOS2_FREE(ends);
+        return kosmos2__fail(KOSMOS2_E_INVALID,
+                             "%d box groups given for %d <phrase>...</phrase> pairs in the prompt (must be equal)",
+                             n_phrases, n_match);
+    }
+    memset(&s, 0, sizeof s);
+    for (k = 0; k < n_match && !rc; k++) {
+        kosmos2__gr_append(&s, prompt + cur, ends[k] - cur);
+        cur = ends[k];
+        rc = kosmos2__gr_object_markup(&s, &per_phrase[k]);
+        if (rc) kosmos2__wrap(rc, "phrase %d: ", k);
+    }
+    kosmos2__gr_append(&s, prompt + cur, n - cur);
+    if (!rc && s.oom) rc = KOSMOS2_E_NOMEM;
+    KOSMOS2_FREE(ends);
+    if (rc) {
+        KOSMOS2_FREE(s.p);
+        return rc;
+    }
+    *out_prompt = s.p;
+    return KOSMOS2_OK;
+}
+
+int kosmos2_phrase_markup(const char *phrase, const kosmos2_box *boxes, int n_boxes, char **out) {
+    kosmos2__gr_str s;
+    kosmos2_phrase_boxes pb;
+    int rc;
+    if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_phrase_markup: out is NULL");
+    *out = NULL;
+    if (!phrase) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_phrase_markup: phrase is NULL");
+    memset(&s, 0, sizeof s);
+    kosmos2__gr_append_str(&s, "<phrase>");
+    kosmos2__gr_append_str(&s, phrase);
+    kosmos2__gr_append_str(&s, "</phrase>");
+    if (s.oom) {
+        KOSMOS2_FREE(s.p);
+        return KOSMOS2_E_NOMEM;
+    }
+    pb.n_boxes = n_boxes;
+    pb.boxes = boxes;
+    pb.patch_pairs = NULL;
+    rc = kosmos2_prompt_attach_boxes(s.p, &pb, 1, out); /* exactly the processor's path */
+    KOSMOS2_FREE(s.p);
+    return rc;
+}
+
+#ifdef KOSMOS2__POP_PRAGMAS
+#pragma GCC diagnostic pop
+#endif
 #endif /* KOSMOS2_IMPLEMENTATION_DONE */
 #endif /* KOSMOS2_IMPLEMENTATION */
 

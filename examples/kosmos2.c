@@ -1150,6 +1150,41 @@ static int cmd_preprocess(int argc, char **argv) {
     return rc < 0 ? 0 : rc;
 }
 
+/* Progress of `quantize` on stderr: one line per tensor, with the type it was given. */
+static int quantize_progress(const char *tensor, const char *type, int done, int total, void *user_data) {
+    (void)user_data;
+    fprintf(stderr, "[%4d/%4d] %-6s %s\n", done, total, type, tensor);
+    return g_interrupted;
+}
+
+/* kosmos2 quantize IN OUT.gguf --type T: one self-contained GGUF file (weights, config, tokenizer,
+ * preprocessing); IN is a checkpoint directory or another .gguf file. */
+static int cmd_quantize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *type = NULL, *v;
+    kosmos2_model *model = NULL;
+    int i, r, rc = 0;
+    for (i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { print_help(stdout); return 0; }
+        if ((r = flag_value(argc, argv, &i, "--type", NULL, &v)) != 0) { if (r == EXIT_USAGE) return r; type = v; continue; }
+        if (argv[i][0] == '-' && argv[i][1]) return usage_error("quantize: unknown option '%s' (see kosmos2 --help)", argv[i]);
+        if (!in) in = argv[i];
+        else if (!out) out = argv[i];
+        else return usage_error("quantize: unexpected argument '%s'", argv[i]);
+    }
+    if (!in || !out) return usage_error("quantize: usage: kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0");
+    if (!type) return usage_error("quantize: no --type given (f32, f16, bf16, q8_0, q4_0)");
+    if (strcmp(type, "f32") && strcmp(type, "f16") && strcmp(type, "bf16") && strcmp(type, "q8_0") && strcmp(type, "q4_0"))
+        return usage_error("quantize: --type %s: must be f32, f16, bf16, q8_0 or q4_0", type);
+    if ((rc = check_model_path(in)) != 0) return rc;
+    if (kosmos2_model_load(in, NULL, &model)) return library_error("cannot load the model");
+    signal(SIGINT, on_sigint); /* Ctrl-C: stop and remove the partial file */
+    if (kosmos2_model_save_gguf(model, out, type, quantize_progress, NULL)) rc = library_error("quantize");
+    else fprintf(stderr, "kosmos2: wrote %s (%s)\n", out, type);
+    signal(SIGINT, SIG_DFL);
+    kosmos2_model_free(model);
+    return rc;
+}
+
 /* ============================================================================================
  *  Help and dispatch
  * ============================================================================================ */
@@ -1162,6 +1197,10 @@ static void print_help(FILE *f) {
         "  kosmos2 tokenize   -m DIR [TEXT]                    ids of TEXT (no TEXT: one line per stdin line)\n"
         "  kosmos2 detokenize -m DIR [--keep-special] [IDS...] text of ids (no IDS: one line of ids per stdin line)\n"
         "  kosmos2 preprocess -m DIR --image FILE --out FILE.npy   pixel_values [1,3,H,W] float32\n"
+        "  kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0\n"
+        "                           write one self-contained GGUF file (weights, config, tokenizer);\n"
+        "                           q8_0/q4_0 quantize the large matrices, keeping norms, biases and\n"
+        "                           position embeddings in f32 and the token embedding in f16\n"
         "\n"
         "options:\n"
         "  -m, --model DIR|FILE     Hugging Face checkpoint directory (config.json, model.safetensors,\n"
@@ -1216,7 +1255,7 @@ static void print_help(FILE *f) {
         KOSMOS2_VERSION);
 }
 
-/* Subcommands by name; the default (no name) is generate. Later: quantize, bench. */
+/* Subcommands by name; the default (no name) is generate. */
 typedef struct subcommand {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -1226,6 +1265,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"tokenize", cmd_tokenize},
     {"detokenize", cmd_detokenize},
     {"preprocess", cmd_preprocess},
+    {"quantize", cmd_quantize},
 };
 
 int main(int argc, char **argv) {

@@ -151,6 +151,7 @@ static bench_time fma_peak(int nt) {
 }
 
 /* ---- kernels ---- */
+#ifndef BENCH_KERNELS_NO_MAIN /* tests/bench.c includes this file for the machine limits only */
 static float frand(void) { return (float)rand() / RAND_MAX * 2 - 1; }
 /* 64-byte aligned (as the model's buffers and mapped weights should be) */
 static void *amalloc(size_t n) { return aligned_alloc(64, (n + 63) / 64 * 64); }
@@ -246,3 +247,4 @@ int main(int argc, char **argv) {
     }
     return 0;
 }
+#endif

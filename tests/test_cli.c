@@ -782,9 +782,27 @@ static void test_cli_gguf_model(void) {
     kosmos2_model *m = NULL;
     int c;
     cli__setup();
-    CHECK_OK(kosmos2_model_load("tests/fixtures/tiny_f32", NULL, &m));
-    if (m) CHECK_OK(kosmos2_model_save_gguf(m, CLI_TMP "/tiny_f32.gguf", "f32", NULL, NULL));
-    kosmos2_model_free(m);
+    {   /* kosmos2 quantize writes the file (progress on stderr, one line per tensor) */
+        char cmd[1024];
+        cli__run r;
+        snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 " CLI_TMP "/tiny_f32.gguf --type f32", cli__bin());
+        cli__exec(cmd, &r);
+        CHECK(r.status == 0 && strstr(r.err, "[  93/  93] f32") && strstr(r.err, "wrote"), "quantize: %d '%s'", r.status, r.err);
+        cli__run_free(&r);
+        snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 " CLI_TMP "/x.gguf --type q5_k", cli__bin());
+        cli__exec(cmd, &r);
+        CHECK(r.status == 2 && strstr(r.err, "kosmos2: error: quantize: --type q5_k") && !cli__file_exists(CLI_TMP "/x.gguf"), "bad type: %d '%s'", r.status, r.err);
+        cli__run_free(&r);
+        snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 --type q8_0", cli__bin());
+        cli__exec(cmd, &r);
+        CHECK(r.status == 2 && strstr(r.err, "usage: kosmos2 quantize"), "missing output: %d '%s'", r.status, r.err);
+        cli__run_free(&r);
+        snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 /nonexistent-dir/x.gguf --type q8_0", cli__bin());
+        cli__exec(cmd, &r);
+        CHECK(r.status == 1 && strstr(r.err, "/nonexistent-dir/x.gguf: cannot create"), "unwritable: %d '%s'", r.status, r.err);
+        cli__run_free(&r);
+    }
+    (void)m;
     for (c = 0; c < 2; c++) {
         kosmos2__json ref, out;
         if (cli__run_case("tests/fixtures/tiny_f32", CLI_TMP "/tiny_f32.gguf", cases[c], 1, NULL, &ref, &out) == 0) {
