@@ -4137,7 +4137,7 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     for (m0 = 0; m0 < M; m0 += mc) {
         const int64_t mr = M - m0 < mc ? M - m0 : mc;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel())
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && mr * N * K >= ((int64_t)1 << 18))
 #endif
         {
             /* per thread: the panel block [C, ldb] as float32 and the parked lanes [mr, C, 16];
@@ -4239,7 +4239,7 @@ static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2_
     A.q = (int8_t *)(A.ns + M * nb * 8);
     (void)n_threads;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel())
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * W->rows * K >= ((int64_t)1 << 18))
 #endif
     {
         int64_t m, p;
@@ -5197,33 +5197,34 @@ static void kosmos2__softmax_row(float *p, int64_t n) {
 static int kosmos2__attention(float *out, const float *q, int64_t q_stride, const float *k, const float *v, int64_t kv_stride,
                               int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base, int n_threads) {
     int64_t job, n_jobs = T * H;
-    if (T >= 8) {
-        float *qh, *kh, *vt, *p, *oh;  /* [T, hd], [S, hd], [hd, S], [T, S], [T, hd] */
-        kosmos2__mat km, vm;
-        int h;
-        int64_t t, s, d;
-        qh = (float *)kosmos2__alloc((size_t)(T * hd * 2 + S * hd * 2 + T * S) * sizeof(float));
-        if (!qh) return KOSMOS2_E_NOMEM;
-        oh = qh + T * hd; kh = oh + T * hd; vt = kh + S * hd; p = vt + S * hd;
-        km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S; km.cols = hd;
-        vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S;
+    if (T >= 8) { /* one parallel region: heads spread over the threads, each head's products on one */
+        int64_t per = T * hd * 2 + S * hd * 2 + T * S, h;
+        float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
+        if (!all) return KOSMOS2_E_NOMEM;
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (T * S * hd * H >= ((int64_t)1 << 18))
         for (h = 0; h < H; h++) {
-            for (t = 0; t < T; t++) memcpy(qh + t * hd, q + t * q_stride + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            float *qh = all + h * per, *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S * hd, *p = vt + S * hd;
+            /* qh [T, hd], oh [T, hd], kh [S, hd], vt [hd, S] (V transposed), p [T, S] */
+            kosmos2__mat km, vm;
+            int64_t t, s, d;
+            km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S; km.cols = hd;
+            vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S;
+            for (t = 0; t < T; t++) memcpy(qh + t * hd, q + t * q_stride + h * hd, (size_t)hd * sizeof(float));
             for (s = 0; s < S; s++) {
-                memcpy(kh + s * hd, k + s * kv_stride + (int64_t)h * hd, (size_t)hd * sizeof(float));
-                for (d = 0; d < hd; d++) vt[d * S + s] = v[s * kv_stride + (int64_t)h * hd + d];
+                memcpy(kh + s * hd, k + s * kv_stride + h * hd, (size_t)hd * sizeof(float));
+                for (d = 0; d < hd; d++) vt[d * S + s] = v[s * kv_stride + h * hd + d];
             }
-            kosmos2__matmul(p, qh, T, &km, NULL, n_threads);
+            kosmos2__matmul(p, qh, T, &km, NULL, 1); /* scores = Q K^T */
             for (t = 0; t < T; t++) {
                 int64_t n_keys = causal ? causal_base + t + 1 : S;
                 if (n_keys > S) n_keys = S;
                 kosmos2__softmax_row(p + t * S, n_keys);
                 for (s = n_keys; s < S; s++) p[t * S + s] = 0.0f;
             }
-            kosmos2__matmul(oh, p, T, &vm, NULL, n_threads);
-            for (t = 0; t < T; t++) memcpy(out + t * (int64_t)H * hd + (int64_t)h * hd, oh + t * hd, (size_t)hd * sizeof(float));
+            kosmos2__matmul(oh, p, T, &vm, NULL, 1); /* out = P V */
+            for (t = 0; t < T; t++) memcpy(out + t * (int64_t)H * hd + h * hd, oh + t * hd, (size_t)hd * sizeof(float));
         }
-        KOSMOS2_FREE(qh);
+        KOSMOS2_FREE(all);
         return 0;
     }
     {
