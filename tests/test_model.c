@@ -194,6 +194,47 @@ static void test_model_thread_count(void) {
     kosmos2_model_free(m);
 }
 
+/* Bit-identical vision states, logits and generated ids for 1, 2 and 3 threads on a random model
+ * big enough that every product and the attention run in parallel. */
+static void test_model_thread_count_parallel_paths(void) {
+    kosmos2_model *m = NULL;
+    kosmos2_image img;
+    unsigned char rgb[50 * 40 * 3];
+    float px[3 * 28 * 28], *vh[3], *lg[3];
+    int32_t ids[128], gen[3][24];
+    uint8_t mask[128];
+    int n, k, t, ng[3];
+    CHECK(test_make_random_checkpoint("build/tmp/random_q", test_random_q_config, 7) == 0, "random checkpoint");
+    CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &m));
+    if (!m) return;
+    for (k = 0; k < (int)sizeof rgb; k++) rgb[k] = (unsigned char)(k * 31 + (k >> 7));
+    CHECK_OK(kosmos2_image_from_pixels(rgb, 50, 40, 3, 0, &img));
+    CHECK_OK(kosmos2_image_preprocess(&img, kosmos2_model_preprocess_config(m), px));
+    n = kosmos2_prompt_ids(kosmos2_model_tokenizer(m), "<grounding>An image of", 64, ids, mask, 128);
+    for (t = 0; t < 3; t++) {
+        kosmos2_context *ctx = NULL;
+        kosmos2_context_params cp = kosmos2_context_default_params();
+        kosmos2_generate_params gp = kosmos2_generate_default_params();
+        cp.n_threads = t + 1;
+        vh[t] = (float *)malloc(5 * 64 * 4);
+        lg[t] = (float *)malloc(2037 * 4);
+        CHECK_OK(kosmos2_context_new(m, &cp, &ctx));
+        CHECK_OK(kosmos2_encode_image(ctx, px, vh[t], NULL));
+        CHECK_OK(kosmos2_decode(ctx, ids, n, mask, lg[t]));
+        gp.max_new_tokens = 24;
+        CHECK_OK(kosmos2_generate_ids(ctx, ids, mask, n, &gp, gen[t], 24, &ng[t]));
+        kosmos2_context_free(ctx);
+    }
+    for (t = 1; t < 3; t++) {
+        CHECK(memcmp(vh[0], vh[t], 5 * 64 * 4) == 0, "vision hidden states differ between 1 and %d threads", t + 1);
+        CHECK(memcmp(lg[0], lg[t], 2037 * 4) == 0, "prompt logits differ between 1 and %d threads", t + 1);
+        CHECK(ng[0] == ng[t] && memcmp(gen[0], gen[t], (size_t)ng[0] * 4) == 0, "generated ids differ between 1 and %d threads", t + 1);
+    }
+    for (t = 0; t < 3; t++) { free(vh[t]); free(lg[t]); }
+    kosmos2_image_free(&img);
+    kosmos2_model_free(m);
+}
+
 typedef struct { const kosmos2_model *m; test_case *tc; float *px; int32_t out[64]; int n, rc; } test_gen_job;
 static void *test_gen_thread(void *arg) {
     test_gen_job *j = (test_gen_job *)arg;
@@ -280,6 +321,7 @@ static void tests_model(void) {
         printf("test_model_fullsize: not run: set KOSMOS2_FULLSIZE=DIR (a checkpoint from scripts/make_fullsize.py)\n");
     RUN(test_model_generate);
     RUN(test_model_thread_count);
+    RUN(test_model_thread_count_parallel_paths);
     RUN(test_model_two_contexts);
     RUN(test_model_limits);
 }
