@@ -13,13 +13,24 @@
  *  (Debian: libstb-dev, #include <stb/stb_image.h>); define KOSMOS2_NO_STB_IMAGE to leave image
  *  file decoding out (raw pixels still work).
  *
- *  The smallest program:
+ *  The smallest program (examples/minimal.c is this, complete):
  *
- *      kosmos2_model *m; kosmos2_context *c;
- *      if (kosmos2_model_load("kosmos-2-patch14-224", NULL, &m)) { puts(kosmos2_last_error()); return 1; }
- *      kosmos2_context_new(m, NULL, &c);
- *      ... see examples/minimal.c ...
- *      kosmos2_context_free(c); kosmos2_model_free(m);
+ *      kosmos2_model *m; kosmos2_context *c; kosmos2_image img; kosmos2_result r;
+ *      if (kosmos2_model_load("kosmos-2-patch14-224", NULL, &m) ||  // HF directory or .gguf
+ *          kosmos2_context_new(m, NULL, &c) ||
+ *          kosmos2_image_load_file("snowman.jpg", 0, &img) ||
+ *          kosmos2_generate(c, &img, "<grounding>An image of", NULL, 0, NULL, &r))
+ *          fprintf(stderr, "%s\n", kosmos2_last_error());
+ *      else
+ *          printf("%s (%d entities)\n", r.grounding.caption, r.grounding.n_entities);
+ *      kosmos2_result_free(&r); kosmos2_image_free(&img); kosmos2_context_free(c); kosmos2_model_free(m);
+ *
+ *  The data flow, one section each below:
+ *    image file -> decode -> RGB -> Pillow-exact bicubic squash -> normalise -> pixels [3,224,224]
+ *      -> CLIP ViT -> post-LN, L2 -> resampler -> image embeddings [64, 2048]
+ *    prompt (+ boxes -> <patch_index> markup) -> SentencePiece -> ids + image-slot mask
+ *      -> decoder prefill (image embeddings spliced into the 64 slots) -> decode loop (KV cache,
+ *      no-repeat n-gram, greedy/beam/sample) -> ids -> detokenize -> caption + entities + boxes
  *
  *  Contract:
  *   - Every function that can fail returns 0 (KOSMOS2_OK) or a negative KOSMOS2_E_* code, and
@@ -35,6 +46,9 @@
  *   KOSMOS2_STB_IMAGE_INCLUDE   the header to include for stb_image (default <stb/stb_image.h>)
  *   KOSMOS2_STB_IMAGE_IMPLEMENTED  stb_image's implementation is already compiled elsewhere
  *   KOSMOS2_USE_LIBJPEG         decode JPEG with libjpeg(-turbo) as Pillow does (-ljpeg)
+ *   KOSMOS2_NO_SIMD             build only the portable scalar kernels (same results, slower)
+ *  Environment: KOSMOS2_ISA=scalar|avx2 lowers the kernel path chosen at run time (AVX-512 when
+ *  the CPU has it). Every path gives bit-identical results (see [5] KERNELS).
  *
  * ============================================================================================
  *  TABLE OF CONTENTS  (search for the banner text, e.g. "[7] VISION ENCODER")
@@ -5197,6 +5211,7 @@ static void kosmos2__softmax_row(float *p, int64_t n) {
 static int kosmos2__attention(float *out, const float *q, int64_t q_stride, const float *k, const float *v, int64_t kv_stride,
                               int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base, int n_threads) {
     int64_t job, n_jobs = T * H;
+    (void)n_threads; /* (unused without OpenMP) */
     if (T >= 8) { /* one parallel region: heads spread over the threads, each head's products on one */
         int64_t per = T * hd * 2 + S * hd * 2 + T * S, h;
         float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
