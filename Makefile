@@ -4,13 +4,14 @@
 #   make bench [FULLSIZE=DIR]   per-stage speed on a full-size random checkpoint, vs the machine's limits
 #   make check-fullsize         the model tests on that checkpoint (against its transformers references)
 #   make test-libjpeg           the image tests with JPEG decoded by libjpeg-turbo (Pillow-exact)
+#   make fuzz [FUZZ_SECONDS=N]  every libFuzzer target for N seconds;  make tsan: ThreadSanitizer
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    = -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
 OMP     = -fopenmp
 LDLIBS  = -lm
 HDRS    = kosmos2.h
-TESTSRC = $(wildcard tests/*.c tests/*.h)
+TESTSRC = $(wildcard tests/*.c tests/*.h tests/fuzz/*.c tests/fuzz/*.h)
 ASAN    = -O1 -g -fsanitize=address -fno-omit-frame-pointer
 UBSAN   = -O1 -g -fsanitize=undefined -fno-sanitize-recover=undefined
 MODEL   ?= models/kosmos-2-patch14-224
@@ -99,7 +100,19 @@ bench: build/bench build/kosmos2
 check-fullsize: build/test
 	KOSMOS2_FULLSIZE=$(FULLSIZE) ./build/test model_fullsize
 
+# libFuzzer targets (clang + libclang-rt-14-dev), FUZZ_SECONDS each, one at a time; see tests/fuzz/README.md
+FUZZ_SECONDS ?= 60
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# ThreadSanitizer on the model tests (contexts on threads), without OpenMP (TSan cannot see its barriers)
+build/test-tsan: $(TESTSRC) $(HDRS) | build
+	clang $(WARN) -Wno-unknown-pragmas -O1 -g -fsanitize=thread -I. -o $@ tests/test_main.c $(LDLIBS) -lpthread
+
+tsan: build/test-tsan
+	./build/test-tsan model
+
 clean:
 	rm -rf build
 
-.PHONY: all test asan ubsan demo bench check-fullsize test-libjpeg clean
+.PHONY: all test asan ubsan tsan fuzz demo bench check-fullsize test-libjpeg clean

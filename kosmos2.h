@@ -2826,9 +2826,13 @@ static int kosmos2__decode_pnm(const uint8_t *d, size_t n, size_t max_pixels, ko
 /* ---- everything else through stb_image -------------------------------------------------- */
 #ifndef KOSMOS2_NO_STB_IMAGE
 /* stb_image v2.27 (Debian 12) writes past a table when a JPEG Huffman table (DHT) declares more
- * than 256 codes. Walk the JPEG's segments first and refuse such files. Returns 0 or an error. */
+ * than 256 codes or is cut by the end of the file, and reads uninitialised tables when a scan uses
+ * a table no DHT defined (all found by fuzzing). Walk the JPEG's segments first and refuse such
+ * files. Returns 0 or an error. */
 static int kosmos2__jpeg_check_huffman_tables(const uint8_t *d, size_t n) {
     size_t p = 2; /* after SOI */
+    int defined[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}; /* [DC/AC][table id]: seen in a DHT segment */
+    int progressive = 0;
     while (p + 4 <= n) {
         unsigned marker;
         size_t len, end;
@@ -2840,7 +2844,10 @@ static int kosmos2__jpeg_check_huffman_tables(const uint8_t *d, size_t n) {
         len = (size_t)d[p + 2] << 8 | d[p + 3];      /* segment length, includes these 2 bytes */
         if (len < 2) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: segment length %zu at byte %zu", len, p + 2);
         end = p + 2 + len;
-        if (end > n) return KOSMOS2_OK;              /* truncated: stb reports it */
+        /* a segment cut by the end of the file: stb would read a DHT's counts past its data and
+         * overflow its code table (stb 2.27), so no truncated segment reaches it */
+        if (end > n) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: segment 0x%02X at byte %zu runs past the end of the file (truncated)", marker, p);
+        if (marker == 0xC2) progressive = 1;
         if (marker == 0xC4) {                        /* DHT: [class/id, 16 counts, symbols]... */
             size_t q = p + 4;
             while (q < end) {
@@ -2850,7 +2857,22 @@ static int kosmos2__jpeg_check_huffman_tables(const uint8_t *d, size_t n) {
                 for (i = 1; i <= 16; i++) codes += d[q + (size_t)i];
                 if (codes > 256 || q + 17 + codes > end)
                     return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: Huffman table with %zu codes at byte %zu", codes, q);
+                if ((d[q] >> 4) <= 1 && (d[q] & 15) <= 3) defined[d[q] >> 4][d[q] & 15] = 1;
                 q += 17 + codes;
+            }
+        }
+        if (marker == 0xDA) { /* SOS: every Huffman table the scan uses must have been defined
+                               * (stb does not clear its tables and would decode with garbage) */
+            size_t ns = len >= 3 ? d[p + 4] : 0, c;
+            int ss, ah;
+            if (len < 6 + 2 * ns) return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: short scan header at byte %zu", p);
+            ss = d[p + 5 + 2 * ns];
+            ah = d[p + 7 + 2 * ns] >> 4;
+            for (c = 0; c < ns; c++) {
+                int td = d[p + 6 + 2 * c] >> 4, ta = d[p + 6 + 2 * c] & 15;
+                int need_dc = progressive ? (ss == 0 && ah == 0) : 1, need_ac = progressive ? ss > 0 : 1;
+                if ((need_dc && td <= 3 && !defined[0][td]) || (need_ac && ta <= 3 && !defined[1][ta]))
+                    return kosmos2__fail(KOSMOS2_E_FORMAT, "JPEG: scan at byte %zu uses a Huffman table that was never defined", p);
             }
         }
         p = end;
