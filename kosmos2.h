@@ -402,7 +402,10 @@ int kosmos2_model_tensor(const kosmos2_model *model, int index, kosmos2_tensor_i
 typedef struct kosmos2_context_params {
     int n_threads;  /* 0 = the model's default (all cores) */
     int max_ctx;    /* cap on positions (prompt + generation); 0 = config max_position_embeddings */
+    size_t max_kv_bytes; /* cap on the memory of this context's KV caches (beam search keeps
+                          * 2 x num_beams of them); 0 = KOSMOS2_DEFAULT_MAX_KV_BYTES (4 GiB) */
 } kosmos2_context_params;
+#define KOSMOS2_DEFAULT_MAX_KV_BYTES ((size_t)4 << 30)
 kosmos2_context_params kosmos2_context_default_params(void);
 /* A context holds one conversation's KV cache and scratch state. Many contexts may share one
  * model, each used by one thread at a time. params may be NULL. */
@@ -5310,6 +5313,8 @@ struct kosmos2_context {
     const kosmos2_model *m;
     int n_threads;
     int max_ctx;        /* hard limit on positions (config max_position_embeddings unless lowered) */
+    size_t max_kv_bytes;/* limit on the memory of all KV caches of this context */
+    size_t kv_bytes;    /* what they hold now */
     kosmos2__kv kv;     /* the main sequence */
     float *image_embeds;/* [Q, D] the last encoded image */
     int have_image;
@@ -5317,22 +5322,34 @@ struct kosmos2_context {
     int n_decoded;
 };
 
-static void kosmos2__kv_free(kosmos2__kv *kv, int layers) {
-    int l;
+/* Bytes of KV cache per position: keys and values of every layer, and the token id. */
+static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c) {
+    return (size_t)c->text_layers * 2 * (size_t)c->text_hidden * sizeof(float) + sizeof(int32_t);
+}
+
+static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
+    int l, layers = ctx->m->cfg.text_layers;
     if (kv->k) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->k[l]);
     if (kv->v) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->v[l]);
     KOSMOS2_FREE(kv->k); KOSMOS2_FREE(kv->v); KOSMOS2_FREE(kv->ids);
+    ctx->kv_bytes -= (size_t)kv->cap * kosmos2__kv_bytes_per_pos(&ctx->m->cfg);
     memset(kv, 0, sizeof *kv);
 }
 
-/* Make room for `need` positions (grown by doubling, never beyond max_ctx). */
-static int kosmos2__kv_reserve(kosmos2__kv *kv, const kosmos2_config *c, int need, int max_ctx) {
-    int l, cap;
-    size_t D = (size_t)c->text_hidden;
+/* Make room for `need` positions (grown by doubling, never beyond the context limit or the
+ * context's KV memory limit). */
+static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) {
+    const kosmos2_config *c = &ctx->m->cfg;
+    int l, cap, max_ctx = ctx->max_ctx;
+    size_t D = (size_t)c->text_hidden, per = kosmos2__kv_bytes_per_pos(c);
     if (need <= kv->cap) return 0;
     if (need > max_ctx) return kosmos2__fail(KOSMOS2_E_LIMIT, "sequence of %d tokens exceeds the context limit of %d positions", need, max_ctx);
     cap = kv->cap ? kv->cap : 64;
     while (cap < need) cap = cap > max_ctx / 2 ? max_ctx : cap * 2;
+    if (ctx->kv_bytes + (size_t)(cap - kv->cap) * per > ctx->max_kv_bytes) cap = need; /* no headroom: exactly what is needed */
+    if (ctx->kv_bytes + (size_t)(cap - kv->cap) * per > ctx->max_kv_bytes)
+        return kosmos2__fail(KOSMOS2_E_LIMIT, "the KV cache would need %.1f MiB, over this context's limit of %.1f MiB (kosmos2_context_params.max_kv_bytes)",
+                             (double)(ctx->kv_bytes + (size_t)(cap - kv->cap) * per) / 1048576.0, (double)ctx->max_kv_bytes / 1048576.0);
     if (!kv->k) {
         kv->k = (float **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(float *));
         kv->v = (float **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(float *));
@@ -5351,15 +5368,17 @@ static int kosmos2__kv_reserve(kosmos2__kv *kv, const kosmos2_config *c, int nee
         if (!ni) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory");
         kv->ids = ni;
     }
+    ctx->kv_bytes += (size_t)(cap - kv->cap) * per;
     kv->cap = cap;
     return 0;
 }
 
 /* dst = a copy of src's first src->n positions (beam search reorders sequences this way). */
-static int kosmos2__kv_copy(kosmos2__kv *dst, const kosmos2__kv *src, const kosmos2_config *c, int max_ctx) {
+static int kosmos2__kv_copy(kosmos2_context *ctx, kosmos2__kv *dst, const kosmos2__kv *src) {
+    const kosmos2_config *c = &ctx->m->cfg;
     int l, rc;
     size_t D = (size_t)c->text_hidden;
-    if ((rc = kosmos2__kv_reserve(dst, c, src->n > 0 ? src->n : 1, max_ctx)) != 0) return rc;
+    if ((rc = kosmos2__kv_reserve(ctx, dst, src->n > 0 ? src->n : 1)) != 0) return rc;
     for (l = 0; l < c->text_layers; l++) {
         memcpy(dst->k[l], src->k[l], (size_t)src->n * D * sizeof(float));
         memcpy(dst->v[l], src->v[l], (size_t)src->n * D * sizeof(float));
@@ -5374,6 +5393,7 @@ kosmos2_context_params kosmos2_context_default_params(void) {
     kosmos2_context_params p;
     p.n_threads = 0;
     p.max_ctx = 0;
+    p.max_kv_bytes = 0;
     return p;
 }
 
@@ -5393,6 +5413,7 @@ int kosmos2_context_new(const kosmos2_model *m, const kosmos2_context_params *pa
     if (c->n_threads <= 0) c->n_threads = 1;
     c->max_ctx = m->cfg.max_positions;
     if (p.max_ctx > 0 && p.max_ctx < c->max_ctx) c->max_ctx = p.max_ctx;
+    c->max_kv_bytes = p.max_kv_bytes ? p.max_kv_bytes : KOSMOS2_DEFAULT_MAX_KV_BYTES;
     c->image_embeds = (float *)kosmos2__calloc((size_t)m->cfg.latent_query_num * (size_t)m->cfg.text_hidden, sizeof(float));
     if (!c->image_embeds) { KOSMOS2_FREE(c); return KOSMOS2_E_NOMEM; }
     *out = c;
@@ -5401,7 +5422,7 @@ int kosmos2_context_new(const kosmos2_model *m, const kosmos2_context_params *pa
 
 void kosmos2_context_free(kosmos2_context *c) {
     if (!c) return;
-    kosmos2__kv_free(&c->kv, c->m->cfg.text_layers);
+    kosmos2__kv_free(c, &c->kv);
     KOSMOS2_FREE(c->image_embeds);
     KOSMOS2_FREE(c);
 }
@@ -5571,7 +5592,7 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     if (T <= 0) return kosmos2__fail(KOSMOS2_E_INVALID, "no tokens to decode");
     for (t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= V) return kosmos2__fail(KOSMOS2_E_INVALID, "token id %d at position %d is outside the vocabulary (0..%lld)", ids[t], (int)t, (long long)V - 1);
-    if ((rc = kosmos2__kv_reserve(kv, c, kv->n + T, ctx->max_ctx)) != 0) return rc;
+    if ((rc = kosmos2__kv_reserve(ctx, kv, kv->n + T)) != 0) return rc;
     buf = (float *)kosmos2__alloc((size_t)(T * D * 4 + T * F) * sizeof(float));
     if (!buf) return KOSMOS2_E_NOMEM;
     h = buf; a = h + T * D; q = a + T * D; ctxv = q + T * D; f = ctxv + T * D; /* [T, D] x4, [T, F] */
@@ -5763,6 +5784,13 @@ static int kosmos2__check_prompt(kosmos2_context *ctx, const int32_t *ids, const
     if (ones && !ctx->have_image) return kosmos2__fail(KOSMOS2_E_INVALID, "the prompt has image positions but no image was encoded");
     if ((int64_t)n + p->max_new_tokens > ctx->max_ctx)
         return kosmos2__fail(KOSMOS2_E_LIMIT, "prompt (%d tokens) + max_new_tokens (%d) exceeds the context limit of %d positions", n, p->max_new_tokens, ctx->max_ctx);
+    {   /* the KV memory this generation will need at most, before any of it is allocated */
+        double seqs = p->num_beams > 1 ? 2.0 * p->num_beams : 1.0;
+        double need = seqs * (double)(n + p->max_new_tokens) * (double)kosmos2__kv_bytes_per_pos(c);
+        if (need + (p->num_beams > 1 ? (double)ctx->kv_bytes : 0.0) > (double)ctx->max_kv_bytes)
+            return kosmos2__fail(KOSMOS2_E_LIMIT, "this generation needs up to %.1f MiB of KV cache, over this context's limit of %.1f MiB (kosmos2_context_params.max_kv_bytes)",
+                                 need / 1048576.0, (double)ctx->max_kv_bytes / 1048576.0);
+    }
     return 0;
 }
 
@@ -5848,7 +5876,7 @@ static int kosmos2__generate_beam(kosmos2_context *ctx, const int32_t *ids, cons
     /* prefill once; every beam starts as that sequence, only beam 0 "alive" (others -1e9) */
     rc = kosmos2__text_fwd(ctx, &kv[0], ids, n, mask, ctx->image_embeds, logits, 0);
     for (b = 1; rc == 0 && b < K; b++) {
-        rc = kosmos2__kv_copy(&kv[b], &kv[0], c, ctx->max_ctx);
+        rc = kosmos2__kv_copy(ctx, &kv[b], &kv[0]);
         memcpy(logits + b * V, logits, (size_t)V * sizeof(float));
     }
     for (b = 0; b < K; b++) beam_scores[b] = b ? -1e9f : 0.0f;
@@ -5877,7 +5905,7 @@ static int kosmos2__generate_beam(kosmos2_context *ctx, const int32_t *ids, cons
                 next_scores[bi] = cand[i]; next_tok[bi] = cand_tok[i];
                 memcpy(next_gen + bi * gcap, gen + cand_beam[i] * gcap, (size_t)g * sizeof(int32_t));
                 next_gen[bi * gcap + g] = cand_tok[i];
-                if ((rc = kosmos2__kv_copy(&kv2[bi], &kv[cand_beam[i]], c, ctx->max_ctx)) != 0) goto end;
+                if ((rc = kosmos2__kv_copy(ctx, &kv2[bi], &kv[cand_beam[i]])) != 0) goto end;
                 bi++;
             }
         }
@@ -5904,7 +5932,7 @@ static int kosmos2__generate_beam(kosmos2_context *ctx, const int32_t *ids, cons
     if (p->on_token) for (i = 0; i < *n_out && i < cap; i++) if (p->on_token(out[i], p->user_data)) break;
 end:
     for (i = 0; i < nh; i++) KOSMOS2_FREE(hyps[i].ids);
-    for (b = 0; kv && kv2 && b < K; b++) { kosmos2__kv_free(&kv[b], c->text_layers); kosmos2__kv_free(&kv2[b], c->text_layers); }
+    for (b = 0; kv && kv2 && b < K; b++) { kosmos2__kv_free(ctx, &kv[b]); kosmos2__kv_free(ctx, &kv2[b]); }
     KOSMOS2_FREE(logits); KOSMOS2_FREE(cand); KOSMOS2_FREE(cand_tok); KOSMOS2_FREE(cand_beam); KOSMOS2_FREE(beam_scores);
     KOSMOS2_FREE(next_scores); KOSMOS2_FREE(next_tok); KOSMOS2_FREE(gen); KOSMOS2_FREE(next_gen); KOSMOS2_FREE(kv); KOSMOS2_FREE(kv2); KOSMOS2_FREE(hyps);
     return rc;

@@ -309,6 +309,26 @@ static void test_model_limits(void) {
     CHECK(n == 3 && out[0] == tc.greedy[0] && out[2] == tc.greedy[2], "tokens before the abort are kept");
     rc = kosmos2_generate_ids(ctx, tc.prompt, tc.mask, 3, &gp, out, 64, &n); /* mask with 1 image slot only */
     CHECK(rc == KOSMOS2_E_INVALID, "a mask with the wrong number of image slots: rc %d", rc);
+    {   /* the KV memory limit: refused before anything is allocated, for greedy and for beams */
+        kosmos2_context *small = NULL;
+        kosmos2_context_params sp = kosmos2_context_default_params();
+        size_t per = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m));
+        sp.max_kv_bytes = per * 100; /* 100 positions: enough for 71 + 9, not for 3 beams */
+        CHECK_OK(kosmos2_context_new(m, &sp, &small));
+        CHECK_OK(kosmos2_encode_image(small, px, NULL, NULL));
+        gp.abort_callback = NULL;
+        gp.max_new_tokens = 9;
+        CHECK_OK(kosmos2_generate_ids(small, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n));
+        CHECK(small->kv_bytes <= sp.max_kv_bytes, "KV bytes %zu within the limit", small->kv_bytes);
+        gp.num_beams = 3;
+        rc = kosmos2_generate_ids(small, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+        CHECK(rc == KOSMOS2_E_LIMIT && strstr(kosmos2_last_error(), "max_kv_bytes"), "beams over the KV limit: rc %d '%s'", rc, kosmos2_last_error());
+        gp.num_beams = 1;
+        gp.max_new_tokens = 40;
+        rc = kosmos2_generate_ids(small, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+        CHECK(rc == KOSMOS2_E_LIMIT && n == 0, "greedy over the KV limit: rc %d", rc);
+        kosmos2_context_free(small);
+    }
     free(px);
     kosmos2_context_free(ctx);
     kosmos2_model_free(m);
