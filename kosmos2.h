@@ -2923,12 +2923,16 @@ static int kosmos2__sniff_size(const uint8_t *d, size_t n, long long *w, long lo
     return 0;
 }
 
-static int kosmos2__decode_stb(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
+static int kosmos2__decode_stb_raw(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
     int w = 0, h = 0, comp = 0, rc;
     uint8_t *pixels;
     if (size > (size_t)INT_MAX) return kosmos2__fail(KOSMOS2_E_LIMIT, "encoded image of %zu bytes is too large", size);
-    if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8 && (rc = kosmos2__jpeg_check_huffman_tables(data, size)))
-        return rc;
+    if (size >= 2 && data[0] == 0xFF) { /* JPEG: SOI, possibly after fill bytes (stb accepts those) */
+        size_t q = 1;
+        while (q < size && data[q] == 0xFF) q++;
+        if (q < size && data[q] == 0xD8 && (rc = kosmos2__jpeg_check_huffman_tables(data + q - 1, size - (q - 1))))
+            return rc;
+    }
     {
         long long sw, sh;
         if (kosmos2__sniff_size(data, size, &sw, &sh) && sw > 0 && sh > 0 &&
@@ -2967,6 +2971,46 @@ static int kosmos2__decode_stb(const uint8_t *data, size_t size, size_t max_pixe
     stbi_image_free(pixels);
     return KOSMOS2_OK;
 #endif
+}
+
+/* A PNG whose first IDAT chunk is empty makes stb_image 2.27 do pointer arithmetic on NULL
+ * (undefined behaviour; found by fuzzing). Empty IDAT chunks carry nothing (the zlib stream is
+ * the concatenation of the chunks' data), so decode a copy without them. *copy: NULL when the
+ * file needs no change, else a KOSMOS2_MALLOC'd copy of *copy_size bytes. */
+static int kosmos2__png_without_empty_idat(const uint8_t *d, size_t n, uint8_t **copy, size_t *copy_size) {
+    size_t p = 8, o = 8;
+    int empty = 0;
+    *copy = NULL;
+    if (n < 8 || memcmp(d, "\x89PNG\r\n\x1a\n", 8) != 0) return 0;
+    for (p = 8; p + 12 <= n;) { /* chunk: length, type, data, crc */
+        size_t len = (size_t)d[p] << 24 | (size_t)d[p + 1] << 16 | (size_t)d[p + 2] << 8 | d[p + 3];
+        if (len > n - p - 12) break;
+        if (len == 0 && memcmp(d + p + 4, "IDAT", 4) == 0) empty = 1;
+        p += 12 + len;
+    }
+    if (!empty) return 0;
+    *copy = (uint8_t *)kosmos2__alloc(n);
+    if (!*copy) return KOSMOS2_E_NOMEM;
+    memcpy(*copy, d, 8);
+    for (p = 8; p + 12 <= n;) {
+        size_t len = (size_t)d[p] << 24 | (size_t)d[p + 1] << 16 | (size_t)d[p + 2] << 8 | d[p + 3];
+        if (len > n - p - 12) break;
+        if (!(len == 0 && memcmp(d + p + 4, "IDAT", 4) == 0)) { memcpy(*copy + o, d + p, 12 + len); o += 12 + len; }
+        p += 12 + len;
+    }
+    memcpy(*copy + o, d + p, n - p); /* whatever follows (a truncated chunk) as it was */
+    *copy_size = o + (n - p);
+    return 0;
+}
+
+static int kosmos2__decode_stb(const uint8_t *data, size_t size, size_t max_pixels, kosmos2_image *out) {
+    uint8_t *copy = NULL;
+    size_t copy_size = 0;
+    int rc = kosmos2__png_without_empty_idat(data, size, &copy, &copy_size);
+    if (rc) return rc;
+    rc = copy ? kosmos2__decode_stb_raw(copy, copy_size, max_pixels, out) : kosmos2__decode_stb_raw(data, size, max_pixels, out);
+    KOSMOS2_FREE(copy);
+    return rc;
 }
 #endif
 
