@@ -3388,16 +3388,19 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
  *  takes whole panels (static schedule). With at least R activation rows, a panel is walked in
- *  blocks of KB = 512 values of k: the block [C, KB] is copied / widened to float32 into a
- *  per-thread buffer (row stride KB + 16, so that its rows do not share L1 sets; 12 KB on
- *  AVX-512, it stays in L1) and multiplied with every group of R activation rows by a register
- *  tile of R x C 16-lane accumulators (AVX-512: 4 x 6 = 24 zmm; AVX2: 2 x 3 pairs of ymm).
- *  Between blocks the accumulators are parked in a per-thread buffer [M, C, 16] (each lane keeps
- *  its k's, so the order stays the canonical one). Activations are taken in chunks of about
- *  1 MB, which stay in L2 while all the panels pass; the next weight block is prefetched a
- *  slice at a time between tiles. With fewer rows (decoding) the kernels read the weights as
- *  stored, converting in registers, all of K at once: each weight row is streamed once.
- *  Quantized weights (kosmos2__matmul_q): the activations are quantized once per product, then
+ *  blocks of KB values of k (AVX-512: 1024, AVX2: 512): the block [C, KB] is copied / widened
+ *  to float32 into a per-thread buffer (row stride KB + 16, so that its rows do not share L1
+ *  sets; 25 KB on AVX-512, 6 KB on AVX2: it stays in L1) and multiplied with every group of R
+ *  activation rows by a register tile of R x C 16-lane accumulators (AVX-512: 4 x 6 = 24 zmm;
+ *  AVX2: 2 x 3 pairs of ymm). Between blocks the accumulators are parked in a per-thread buffer
+ *  [M, C, 16] (each lane keeps its k's, so the order stays the canonical one). Activations are
+ *  taken in chunks of about the L2 cache's size (CPUID; 1 MB when unknown), which stay in L2
+ *  while all the panels pass (on the test machine 2 MB chunks, against 1 MB: +12% for
+ *  71 x 8192 -> 2048); the next weight block is prefetched a slice at a time between tiles.
+ *  With fewer rows (decoding) the kernels read the weights as stored, converting in registers,
+ *  all of K at once: each weight row is streamed once.
+ *  Quantized weights (kosmos2__matmul_q): the activations are quantized once per product (by
+ *  the kernel set's qact: the same bytes as kosmos2__quantize_row_q8_0 in every path), then
  *  panels of QC weight rows meet groups of QR activation rows (AVX-512: 4 x 4, two blocks per
  *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored.
  *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
@@ -3623,6 +3626,30 @@ static int kosmos2__kernels_isa(void) {
     if (kosmos2__isa_forced >= 0 && kosmos2__isa_forced < kosmos2__isa_best) return kosmos2__isa_forced;
     return kosmos2__isa_best;
 }
+/* Bytes of one core's L2 cache, from CPUID (leaf 4 on Intel, 0x8000001D on AMD: the same
+ * format), clamped to [256 KB, 4 MB]; 1 MB when unknown. Read once (benign race). */
+static int64_t kosmos2__l2_bytes(void) {
+    static int64_t l2 = 0;
+    if (l2 == 0) {
+        int64_t found = 0;
+#ifdef KOSMOS2__X86
+        static const unsigned leaves[2] = {4u, 0x8000001Du};
+        int li, i;
+        for (li = 0; li < 2 && !found; li++)
+            for (i = 0; i < 16; i++) {
+                unsigned a = 0, b = 0, c = 0, d = 0;
+                if (!__get_cpuid_count(leaves[li], (unsigned)i, &a, &b, &c, &d) || (a & 31) == 0) break;
+                if (((a >> 5) & 7) == 2 && ((a & 31) == 2 || (a & 31) == 3)) { /* level 2, data or unified */
+                    found = (int64_t)((b >> 22) + 1) * (((b >> 12) & 0x3ff) + 1) * ((b & 0xfff) + 1) * ((int64_t)c + 1);
+                    break;
+                }
+            }
+#endif
+        if (found == 0) found = (int64_t)1 << 20;
+        l2 = found < ((int64_t)1 << 18) ? ((int64_t)1 << 18) : found > ((int64_t)1 << 22) ? ((int64_t)1 << 22) : found;
+    }
+    return l2;
+}
 /* Force an ISA (KOSMOS2__ISA_*; -1 = best available). Returns the ISA in effect, which is lower
  * than asked when the CPU (or KOSMOS2_ISA) does not allow it. Not thread-safe: call it before
  * starting work. */
@@ -3679,6 +3706,9 @@ typedef struct {
  * short for the hardware prefetchers to ramp up). */
 typedef void (*kosmos2__qtile_fn)(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
                                   int64_t wstride, int dt, const float *bias, int64_t pf);
+/* Quantize activation row x[0..K-1] (K = 32 * A->nb) into row m of A: the bytes of
+ * kosmos2__quantize_row_q8_0 (every path gives the same, the tests check it). */
+typedef void (*kosmos2__qact_fn)(const float *x, kosmos2__qacts *A, int64_t m);
 
 /* The kernels of one ISA: R x C tiles. full: R x C, float32 weights; row: 1 x C, any float
  * dtype; one: 1 x 1. The q* entries are the same for quantized weights. */
@@ -3690,6 +3720,7 @@ typedef struct {
     kosmos2__widen_fn widen;
     int QR, QC;
     kosmos2__qtile_fn qfull, qrow, qone;
+    kosmos2__qact_fn qact;
 } kosmos2__kernel_set;
 
 /* ---------------------------------------------------------------- scalar reference path ---- */
@@ -3744,6 +3775,26 @@ static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A
                                   int64_t wstride, int dt, const float *bias, int64_t pf) {
     (void)ldy; (void)wstride; (void)pf;
     *y = kosmos2__qdot_scalar(w, dt, A, m0) + (bias ? bias[0] : 0.0f);
+}
+
+/* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A (reference). */
+static void kosmos2__quantize_act_row(const float *x, kosmos2__qacts *A, int64_t m) {
+    uint8_t blk[KOSMOS2__Q8_0_BYTES];
+    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    int64_t b;
+    int i, g;
+    for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
+    for (b = 0; b < A->nb; b++) {
+        float dv;
+        kosmos2__quantize_row_q8_0(x + b * KOSMOS2__QK, blk, KOSMOS2__QK);
+        dv = kosmos2__f16_at(blk);
+        for (i = 0; i < 8; i++) d[(b >> 1) * 16 + (b & 1) * 8 + i] = dv;
+        memcpy(q + b * KOSMOS2__QK, blk + 2, KOSMOS2__QK);
+        for (g = 0; g < 8; g++)
+            ns[b * 8 + g] = -((int8_t)blk[2 + 4 * g] + (int8_t)blk[3 + 4 * g] + (int8_t)blk[4 + 4 * g] + (int8_t)blk[5 + 4 * g]);
+    }
 }
 
 /* ------------------------------------------------------------------------------ AVX2 path -- */
@@ -3899,6 +3950,62 @@ static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_one(float *y, int64_t ldy, const
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
     else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
+}
+
+/* The activation quantization (kosmos2__quantize_act_row), 8 values per register. roundf (half
+ * away from zero) is done exactly: r = trunc(t), then r += sign(t) when |t - r| >= 0.5 (t - r
+ * is exact); the clamp keeps the scalar order, so NaN -> -127 (max returns its second operand
+ * when one is NaN). The scale is rounded to float16 by F16C (round to nearest even, like
+ * kosmos2__f32_to_f16; d is never NaN). Calling the scalar helpers here would cost more than the
+ * whole block: they are SSE code, and SSE after AVX-512 code stalls. */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qround8_avx2(__m256 t) {
+    const __m256 sgn = _mm256_set1_ps(-0.0f);
+    __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 half = _mm256_cmp_ps(_mm256_andnot_ps(sgn, _mm256_sub_ps(t, r)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    r = _mm256_add_ps(r, _mm256_and_ps(half, _mm256_or_ps(_mm256_and_ps(t, sgn), _mm256_set1_ps(1.0f))));
+    r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_cvtps_epi32(r);
+}
+/* the largest of 8 floats (none NaN) */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 float kosmos2__hmax8_avx2(__m256 a) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+static KOSMOS2__T_AVX2 void kosmos2__qact_avx2(const float *x, kosmos2__qacts *A, int64_t m) {
+    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    const __m256 sgn = _mm256_set1_ps(-0.0f);
+    int64_t b;
+    int i;
+    for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
+    for (b = 0; b < A->nb; b++, x += KOSMOS2__QK) {
+        __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+        __m256 a = _mm256_setzero_ps(), idv;
+        __m256i q0, q1, q2, q3, qb, gs;
+        float amax, dd, id;
+        a = _mm256_max_ps(_mm256_andnot_ps(sgn, x0), a); /* (NaN lanes keep a) */
+        a = _mm256_max_ps(_mm256_andnot_ps(sgn, x1), a);
+        a = _mm256_max_ps(_mm256_andnot_ps(sgn, x2), a);
+        a = _mm256_max_ps(_mm256_andnot_ps(sgn, x3), a);
+        amax = kosmos2__hmax8_avx2(a);
+        dd = amax / 127.0f;
+        id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        dd = _cvtsh_ss(_cvtss_sh(dd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); /* to float16 and back */
+        for (i = 0; i < 8; i++) d[(b >> 1) * 16 + (b & 1) * 8 + i] = dd;
+        idv = _mm256_set1_ps(id);
+        q0 = kosmos2__qround8_avx2(_mm256_mul_ps(x0, idv));
+        q1 = kosmos2__qround8_avx2(_mm256_mul_ps(x1, idv));
+        q2 = kosmos2__qround8_avx2(_mm256_mul_ps(x2, idv));
+        q3 = kosmos2__qround8_avx2(_mm256_mul_ps(x3, idv));
+        /* int32 -> int8 (values in [-127, 127]): the packs interleave 128-bit halves, a permute undoes it */
+        qb = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+        qb = _mm256_permutevar8x32_epi32(qb, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * KOSMOS2__QK), qb);
+        gs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qb), _mm256_set1_epi16(1)); /* sums of 4 */
+        _mm256_storeu_si256((__m256i *)(ns + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), gs));
+    }
 }
 
 /* --------------------------------------------------------------------------- AVX-512 path -- */
@@ -4091,7 +4198,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int6
         KOSMOS2__UNROLL for (c = 0; c < C; c++) {
             const uint8_t *blk = w + c * wstride + b * bs;
             wu[c] = kosmos2__qload64u_avx512(blk, two, bs, dt);
-            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T0);
+            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T1); /* (to L2: 8% faster than T0) */
             dw[c] = kosmos2__qscale2_avx512(blk, two, bs);
         }
         KOSMOS2__UNROLL for (r = 0; r < R; r++) {
@@ -4132,21 +4239,59 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_one(float *y, int64_t ldy, c
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
     else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
 }
+/* The activation quantization (see kosmos2__qact_avx2), 16 values per register. */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m128i kosmos2__qround16_avx512(__m512 t) {
+    const __m512i sgn = _mm512_set1_epi32((int)0x80000000u);
+    __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_castsi512_ps(_mm512_andnot_si512(sgn, _mm512_castps_si512(_mm512_sub_ps(t, r))));
+    __mmask16 half = _mm512_cmp_ps_mask(f, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sgn),
+                                                     _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+    r = _mm512_mask_add_ps(r, half, r, one);
+    r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
+}
+static KOSMOS2__T_AVX512 void kosmos2__qact_avx512(const float *x, kosmos2__qacts *A, int64_t m) {
+    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    int64_t b;
+    int i;
+    for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
+    for (b = 0; b < A->nb; b++, x += KOSMOS2__QK) {
+        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), a, idv;
+        __m256i qb, gs;
+        float amax, dd, id;
+        a = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x0), absm)), _mm512_setzero_ps());
+        a = _mm512_max_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x1), absm)), a); /* (NaN lanes keep a) */
+        amax = kosmos2__hmax8_avx2(_mm256_max_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)));
+        dd = amax / 127.0f;
+        id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        dd = _cvtsh_ss(_cvtss_sh(dd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); /* to float16 and back */
+        for (i = 0; i < 8; i++) d[(b >> 1) * 16 + (b & 1) * 8 + i] = dd;
+        idv = _mm512_set1_ps(id);
+        qb = _mm256_set_m128i(kosmos2__qround16_avx512(_mm512_mul_ps(x1, idv)), kosmos2__qround16_avx512(_mm512_mul_ps(x0, idv)));
+        _mm256_storeu_si256((__m256i *)(q + b * KOSMOS2__QK), qb);
+        gs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qb), _mm256_set1_epi16(1)); /* sums of 4 */
+        _mm256_storeu_si256((__m256i *)(ns + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), gs));
+    }
+}
 #endif /* KOSMOS2__X86 */
 
 /* ----------------------------------------------------------------------- kernel tables ---- */
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
-    1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar};
+    1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
-    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one};
+    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
-    4, 6, 512, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
+    4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
-    4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one};
+    4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -4214,8 +4359,8 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     const int many = M >= ks->R && ks->R > 1;
     const int64_t kb = many ? (K < ks->KB ? K : ks->KB) : K;
     const int64_t ldb = kb + 16; /* buffer row stride: +64 bytes, so rows do not share L1 sets */
-    int64_t chunks = (M * K * 4) / (1 << 20) + 1, mc = (M + chunks - 1) / chunks, m0;
-    mc = (mc + ks->R - 1) / ks->R * ks->R; /* activation rows per chunk (about 1 MB, stays in L2) */
+    int64_t chunks = (M * K * 4) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0;
+    mc = (mc + ks->R - 1) / ks->R * ks->R; /* activation rows per chunk (about the L2 size, stays in L2) */
     (void)n_threads;
     for (m0 = 0; m0 < M; m0 += mc) {
         const int64_t mr = M - m0 < mc ? M - m0 : mc;
@@ -4268,26 +4413,6 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     return KOSMOS2_OK;
 }
 
-/* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A. */
-static void kosmos2__quantize_act_row(const float *x, kosmos2__qacts *A, int64_t m) {
-    uint8_t blk[KOSMOS2__Q8_0_BYTES];
-    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
-    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
-    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
-    int64_t b;
-    int i, g;
-    for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
-    for (b = 0; b < A->nb; b++) {
-        float dv;
-        kosmos2__quantize_row_q8_0(x + b * KOSMOS2__QK, blk, KOSMOS2__QK);
-        dv = kosmos2__f16_at(blk);
-        for (i = 0; i < 8; i++) d[(b >> 1) * 16 + (b & 1) * 8 + i] = dv;
-        memcpy(q + b * KOSMOS2__QK, blk + 2, KOSMOS2__QK);
-        for (g = 0; g < 8; g++)
-            ns[b * 8 + g] = -((int8_t)blk[2 + 4 * g] + (int8_t)blk[3 + 4 * g] + (int8_t)blk[4 + 4 * g] + (int8_t)blk[5 + 4 * g]);
-    }
-}
-
 /* One panel of c quantized weight rows times M quantized activation rows. */
 static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ldy, const kosmos2__qacts *A, int64_t M,
                              const uint8_t *w, int64_t wstride, int dt, int64_t c, const float *bias, int64_t pf) {
@@ -4329,7 +4454,7 @@ static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2_
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (m = 0; m < M; m++) kosmos2__quantize_act_row(x + m * K, &A, m);
+        for (m = 0; m < M; m++) ks->qact(x + m * K, &A, m);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif

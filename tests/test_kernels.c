@@ -355,10 +355,70 @@ static void test_kernels_matmul_errors(void) {
     CHECK(strstr(kosmos2_last_error(), "multiple of 32") != NULL, "message: %s", kosmos2_last_error());
 }
 
+/* The activation quantization of every path (kosmos2__kernel_set.qact) against the scalar format
+ * function kosmos2__quantize_row_q8_0, byte for byte: random blocks of many scales, blocks made
+ * of exact ties (x / d = k + 0.5, where round-half-away-from-zero and round-to-even differ),
+ * zeros, subnormals, huge values, infinities and NaNs; an odd number of blocks. */
+static void test_kernels_quantize_act_paths(void) {
+    enum { NB = 41, K = NB * 32 };
+    float *x = (float *)malloc(K * 4);
+    uint8_t blk[34];
+    int64_t b, i;
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    kosmos2__qacts A;
+    A.nb = NB;
+    A.nbp = (NB + 1) / 2;
+    A.d = (float *)malloc((size_t)A.nbp * 16 * 4);
+    A.q = (int8_t *)malloc(K);
+    A.ns = (int32_t *)malloc((size_t)NB * 8 * 4);
+    for (b = 0; b < NB; b++) {
+        float *v = x + b * 32, s = ldexpf(1.0f, (int)(b % 13) * 3 - 20);
+        for (i = 0; i < 32; i++) v[i] = s * tk__rand();
+        if (b % 4 == 1) { /* ties: max 127 * 2^e, d = 2^e exactly, the others (k + 0.5) * 2^e */
+            float e = ldexpf(1.0f, (int)(b % 7) - 3);
+            v[0] = (b % 8 == 1 ? -127.0f : 127.0f) * e;
+            for (i = 1; i < 32; i++) v[i] = ((float)((int)(tk__rand() * 127.0f)) + (tk__rand() < 0 ? -0.5f : 0.5f)) * e;
+            v[1] = 0.5f * e; v[2] = -0.5f * e; v[3] = 1.5f * e; v[4] = -2.5f * e; v[5] = 126.5f * e; v[6] = -126.5f * e;
+        }
+        if (b == 2) memset(v, 0, 32 * 4);
+        if (b == 6) for (i = 0; i < 32; i++) v[i] = ldexpf(tk__rand(), -140); /* subnormals */
+        if (b == 10) { v[3] = 3e38f; v[4] = -3e38f; }
+        if (b == 14) v[7] = INFINITY;
+        if (b == 18) { v[8] = -INFINITY; v[9] = INFINITY; }
+        if (b == 22) v[5] = NAN;
+        if (b == 26) for (i = 0; i < 32; i++) v[i] = NAN;
+        if (b == 30) { v[0] = NAN; v[1] = -0.0f; }
+    }
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        memset(A.d, 0x55, (size_t)A.nbp * 16 * 4);
+        memset(A.q, 0x55, K);
+        memset(A.ns, 0x55, (size_t)NB * 8 * 4);
+        kosmos2__kernel_table()->qact(x, &A, 0);
+        for (b = 0; b < NB; b++) {
+            float d;
+            int g, ok = 1;
+            kosmos2__quantize_row_q8_0(x + b * 32, blk, 32);
+            d = kosmos2__f16_at(blk);
+            for (i = 0; i < 8; i++)
+                ok &= memcmp(&A.d[(b / 2) * 16 + (b % 2) * 8 + i], &d, 4) == 0;
+            ok &= memcmp(A.q + b * 32, blk + 2, 32) == 0;
+            for (g = 0; g < 8; g++)
+                ok &= A.ns[b * 8 + g] == -((int8_t)blk[2 + 4 * g] + (int8_t)blk[3 + 4 * g] + (int8_t)blk[4 + 4 * g] + (int8_t)blk[5 + 4 * g]);
+            if (!ok && bad++ < 5) CHECK(0, "%s: quantized activation block %lld differs from quantize_row_q8_0", kosmos2__isa_name(isa), (long long)b);
+        }
+        for (i = 8; i < 16; i++) CHECK(A.d[(A.nbp - 1) * 16 + i] == 0.0f, "%s: odd last block: scale lane %lld not 0", kosmos2__isa_name(isa), (long long)i);
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d blocks differ", bad);
+    free(x); free(A.d); free(A.q); free(A.ns);
+}
+
 static void tests_kernels(void) {
     RUN(test_kernels_f16_bf16);
     RUN(test_kernels_quantize_q8_0);
     RUN(test_kernels_quantize_q4_0);
+    RUN(test_kernels_quantize_act_paths);
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
