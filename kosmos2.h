@@ -2973,7 +2973,8 @@ static int kosmos2__decode_stb_raw(const uint8_t *data, size_t size, size_t max_
 #endif
 }
 
-/* A PNG whose first IDAT chunk is empty makes stb_image 2.27 do pointer arithmetic on NULL
+/* PNG chunks are walked before stb_image sees the file. A PNG whose first IDAT chunk is empty
+ * makes stb_image 2.27 do pointer arithmetic on NULL
  * (undefined behaviour; found by fuzzing). Empty IDAT chunks carry nothing (the zlib stream is
  * the concatenation of the chunks' data), so decode a copy without them. *copy: NULL when the
  * file needs no change, else a KOSMOS2_MALLOC'd copy of *copy_size bytes. */
@@ -2984,7 +2985,9 @@ static int kosmos2__png_without_empty_idat(const uint8_t *d, size_t n, uint8_t *
     if (n < 8 || memcmp(d, "\x89PNG\r\n\x1a\n", 8) != 0) return 0;
     for (p = 8; p + 12 <= n;) { /* chunk: length, type, data, crc */
         size_t len = (size_t)d[p] << 24 | (size_t)d[p + 1] << 16 | (size_t)d[p + 2] << 8 | d[p + 3];
-        if (len > n - p - 12) break;
+        /* a chunk longer than the file: stb would first grow its buffer to the claimed size
+         * (2 GB from a 1 KB file, found by fuzzing); Pillow refuses truncated files too */
+        if (len > n - p - 12) return kosmos2__fail(KOSMOS2_E_FORMAT, "PNG: chunk at byte %zu claims %zu bytes, more than the file has (truncated?)", p, len);
         if (len == 0 && memcmp(d + p + 4, "IDAT", 4) == 0) empty = 1;
         p += 12 + len;
     }
