@@ -110,7 +110,7 @@ build/test-tsan: $(TESTSRC) $(HDRS) | build
 	clang $(WARN) -Wno-unknown-pragmas -O1 -g -fsanitize=thread -I. -o $@ tests/test_main.c $(LDLIBS) -lpthread
 
 tsan: build/test-tsan
-	./build/test-tsan model
+	./build/test-tsan test_model_
 
 clean:
 	rm -rf build
