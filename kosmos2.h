@@ -4484,12 +4484,6 @@ KOSMOS2__UNUSED static int kosmos2__matmul(float *y, const float *x, int64_t M, 
     return kosmos2__matmul_float(y, x, M, W, bias, n_threads, ks);
 }
 
-/* dot(x[0..cols-1], W[row]) for a float-type W, in the canonical order (scalar). */
-KOSMOS2__UNUSED static float kosmos2__dot_row(const kosmos2__mat *W, int64_t row, const float *x) {
-    return kosmos2__dot_scalar((const uint8_t *)W->data + row * kosmos2__row_bytes(W->dtype, W->cols), W->dtype, x,
-                               W->cols);
-}
-
 /* ============================================================================================
  *  [6] CHECKPOINT: config.json, preprocessor_config.json, tensors by name, shapes checked
  * ============================================================================================ */
@@ -5467,8 +5461,9 @@ static int kosmos2__attention(float *out, const float *q, int64_t q_stride, cons
     return 0;
 }
 
-static void kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos2__linear *l, int n_threads) {
-    kosmos2__matmul(y, x, M, &l->w, l->b, n_threads);
+/* y = x W^T + b; fails only for quantized weights (out of memory for the quantized activations). */
+static int kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos2__linear *l, int n_threads) {
+    return kosmos2__matmul(y, x, M, &l->w, l->b, n_threads);
 }
 
 /* ============================================================================================
@@ -5612,18 +5607,18 @@ static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__visi
     float scale = (float)pow((double)hd, -0.5);
     memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
     kosmos2__layernorm(a, N, Dv, &L->ln1, c->vision_eps);
-    kosmos2__linear_fwd(q, a, N, &L->q, nt);
-    kosmos2__linear_fwd(k, a, N, &L->k, nt);
-    kosmos2__linear_fwd(v, a, N, &L->v, nt);
+    if ((rc = kosmos2__linear_fwd(q, a, N, &L->q, nt)) != 0) return rc;
+    if ((rc = kosmos2__linear_fwd(k, a, N, &L->k, nt)) != 0) return rc;
+    if ((rc = kosmos2__linear_fwd(v, a, N, &L->v, nt)) != 0) return rc;
     for (i = 0; i < N * Dv; i++) q[i] *= scale;
     if ((rc = kosmos2__attention(ctx, q, Dv, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
-    kosmos2__linear_fwd(a, ctx, N, &L->o, nt);
+    if ((rc = kosmos2__linear_fwd(a, ctx, N, &L->o, nt)) != 0) return rc;
     for (i = 0; i < N * Dv; i++) h[i] += a[i];
     memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
     kosmos2__layernorm(a, N, Dv, &L->ln2, c->vision_eps);
-    kosmos2__linear_fwd(f, a, N, &L->fc1, nt);
+    if ((rc = kosmos2__linear_fwd(f, a, N, &L->fc1, nt)) != 0) return rc;
     kosmos2__activate(f, N * c->vision_intermediate, c->vision_act);
-    kosmos2__linear_fwd(a, f, N, &L->fc2, nt);
+    if ((rc = kosmos2__linear_fwd(a, f, N, &L->fc2, nt)) != 0) return rc;
     for (i = 0; i < N * Dv; i++) h[i] += a[i];
     return 0;
 }
@@ -5651,7 +5646,7 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
     }
     /* token 0 = class embedding, tokens 1.. = patch embeddings; + learned positions */
     memcpy(h, m->class_emb, (size_t)Dv * sizeof(float));
-    kosmos2__matmul(h + Dv, patches, Np, &m->patch_w, NULL, nt);
+    if ((rc = kosmos2__matmul(h + Dv, patches, Np, &m->patch_w, NULL, nt)) != 0) { KOSMOS2_FREE(buf); return rc; }
     for (i = 0; i < N * Dv; i++) h[i] += m->pos_emb[i];
     kosmos2__layernorm(h, N, Dv, &m->pre_ln, c->vision_eps);
     for (l = 0; l < c->vision_layers && rc == 0; l++) rc = kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
@@ -5688,14 +5683,13 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
         if (nrm < 1e-12f) nrm = 1e-12f;
         for (j = 0; j < Dv; j++) x[i * Dv + j] /= nrm;
     }
-    kosmos2__linear_fwd(kv, x, N, &m->dense, nt);
     memcpy(kv + N * D, m->latent_query, (size_t)(Q * D) * sizeof(float));
-    kosmos2__linear_fwd(q, m->latent_query, Q, &m->xq, nt);
-    for (i = 0; i < Q * D; i++) q[i] *= scale;
-    kosmos2__linear_fwd(k, kv, N + Q, &m->xk, nt);
-    kosmos2__linear_fwd(v, kv, N + Q, &m->xv, nt);
-    rc = kosmos2__attention(ctx, q, D, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt);
-    if (rc == 0) kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
+    if ((rc = kosmos2__linear_fwd(kv, x, N, &m->dense, nt)) == 0 && (rc = kosmos2__linear_fwd(q, m->latent_query, Q, &m->xq, nt)) == 0) {
+        for (i = 0; i < Q * D; i++) q[i] *= scale;
+        if ((rc = kosmos2__linear_fwd(k, kv, N + Q, &m->xk, nt)) == 0 && (rc = kosmos2__linear_fwd(v, kv, N + Q, &m->xv, nt)) == 0 &&
+            (rc = kosmos2__attention(ctx, q, D, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt)) == 0)
+            rc = kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
+    }
     KOSMOS2_FREE(buf);
     return rc;
 }
@@ -5784,39 +5778,37 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
         for (i = 0; i < D; i++) row[i] += a[i];
         kv->ids[p0 + t] = ids[t];
     }
-    for (l = 0; l < c->text_layers; l++) {
+    for (l = 0, rc = 0; l < c->text_layers && rc == 0; l++) {
         const kosmos2__text_layer *L = &m->tl[l];
         float *kc = kv->k[l] + (int64_t)p0 * D, *vc = kv->v[l] + (int64_t)p0 * D; /* this step's cache rows */
         memcpy(a, h, (size_t)(T * D) * sizeof(float));
         kosmos2__layernorm(a, T, D, &L->attn_ln, c->text_eps);
-        kosmos2__linear_fwd(q, a, T, &L->q, nt);
+        if ((rc = kosmos2__linear_fwd(q, a, T, &L->q, nt)) != 0) break;
         for (i = 0; i < T * D; i++) q[i] *= scale;
-        kosmos2__linear_fwd(kc, a, T, &L->k, nt);
-        kosmos2__linear_fwd(vc, a, T, &L->v, nt);
-        if ((rc = kosmos2__attention(ctxv, q, D, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) {
-            kv->n = p0; /* the cache rows of this call are not valid */
-            kv->n_nonpad = nonpad0;
-            KOSMOS2_FREE(buf);
-            return rc;
-        }
+        if ((rc = kosmos2__linear_fwd(kc, a, T, &L->k, nt)) != 0 || (rc = kosmos2__linear_fwd(vc, a, T, &L->v, nt)) != 0) break;
+        if ((rc = kosmos2__attention(ctxv, q, D, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
         kosmos2__layernorm(ctxv, T, D, &L->inner_ln, c->text_eps);
-        kosmos2__linear_fwd(a, ctxv, T, &L->o, nt);
+        if ((rc = kosmos2__linear_fwd(a, ctxv, T, &L->o, nt)) != 0) break;
         for (i = 0; i < T * D; i++) h[i] += a[i];
         memcpy(a, h, (size_t)(T * D) * sizeof(float));
         kosmos2__layernorm(a, T, D, &L->ffn_pre_ln, c->text_eps);
-        kosmos2__linear_fwd(f, a, T, &L->fc1, nt);
+        if ((rc = kosmos2__linear_fwd(f, a, T, &L->fc1, nt)) != 0) break;
         kosmos2__activate(f, T * F, c->text_act);
         kosmos2__layernorm(f, T, F, &L->ffn_ln, c->text_eps);
-        kosmos2__linear_fwd(a, f, T, &L->fc2, nt);
+        if ((rc = kosmos2__linear_fwd(a, f, T, &L->fc2, nt)) != 0) break;
         for (i = 0; i < T * D; i++) h[i] += a[i];
     }
-    kv->n += T;
-    if (logits) {
+    if (rc == 0 && logits) {
         int64_t first = all_logits ? 0 : T - 1;
         kosmos2__layernorm(h + first * D, T - first, D, &m->final_ln, c->text_eps);
-        kosmos2__matmul(logits, h + first * D, T - first, &m->lm_head, NULL, nt);
+        rc = kosmos2__matmul(logits, h + first * D, T - first, &m->lm_head, NULL, nt);
     }
     KOSMOS2_FREE(buf);
+    if (rc) { /* the cache rows of this call are not valid */
+        kv->n_nonpad = nonpad0;
+        return rc;
+    }
+    kv->n += T;
     return 0;
 }
 
