@@ -5350,11 +5350,23 @@ int kosmos2_model_tensor(const kosmos2_model *m, int i, kosmos2_tensor_info *inf
 /* ============================================================================================
  *  [7] MODEL OPS: layer norm, activations, softmax, attention (float32, row-wise)
  * ============================================================================================ */
-/* x[r, :] = LayerNorm(x[r, :]) * w + b for r < rows; x [rows, n]. Mean and variance in double. */
-static void kosmos2__layernorm(float *x, int64_t rows, int64_t n, const kosmos2__ln *ln, float eps) {
+/* Element-wise work is spread over the threads only when there is enough of it (a fork/join costs
+ * microseconds) and never from inside a parallel region. Every element is computed by the same
+ * expression whoever computes it, so results do not depend on the thread count. */
+#define KOSMOS2__PAR_MIN ((int64_t)1 << 15)
+
+/* dst[r, :] = LayerNorm(src[r, :]) * w + b for r < rows; src, dst [rows, n] (dst may be src).
+ * Mean and variance in double. Rows are spread over nt threads. */
+static void kosmos2__layernorm(float *dst, const float *src, int64_t rows, int64_t n, const kosmos2__ln *ln, float eps,
+                               int nt) {
     int64_t r;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows > 1 && rows * n >= KOSMOS2__PAR_MIN && !omp_in_parallel())
+#endif
     for (r = 0; r < rows; r++) {
-        float *v = x + r * n;
+        const float *v = src + r * n;
+        float *o = dst + r * n;
         double mean = 0, var = 0;
         float inv;
         int64_t i;
@@ -5363,24 +5375,42 @@ static void kosmos2__layernorm(float *x, int64_t rows, int64_t n, const kosmos2_
         for (i = 0; i < n; i++) var += ((double)v[i] - mean) * ((double)v[i] - mean);
         var /= (double)n;
         inv = (float)(1.0 / sqrt(var + (double)eps));
-        for (i = 0; i < n; i++) v[i] = ((float)((double)v[i] - mean) * inv) * ln->w[i] + ln->b[i];
+        for (i = 0; i < n; i++) o[i] = ((float)((double)v[i] - mean) * inv) * ln->w[i] + ln->b[i];
     }
 }
 
-/* In-place activation by HF name: gelu (exact erf), quick_gelu, gelu_new (tanh), relu, silu. */
-static void kosmos2__activate(float *x, int64_t n, const char *act) {
-    int64_t i;
-    if (!strcmp(act, "gelu")) {
-        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-    } else if (!strcmp(act, "quick_gelu")) {
-        for (i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    } else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) {
-        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
-    } else if (!strcmp(act, "relu")) {
-        for (i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0;
-    } else { /* silu / swish */
-        for (i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+/* In-place activation by HF name: gelu (exact erf), quick_gelu, gelu_new (tanh), relu, silu.
+ * x [n], spread over nt threads in blocks. */
+static void kosmos2__activate(float *x, int64_t n, const char *act, int nt) {
+    const int kind = !strcmp(act, "gelu") ? 0 : !strcmp(act, "quick_gelu") ? 1
+                   : (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) ? 2 : !strcmp(act, "relu") ? 3 : 4;
+    const int64_t blk = 4096, nblk = (n + blk - 1) / blk;
+    int64_t b;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && n >= KOSMOS2__PAR_MIN && !omp_in_parallel())
+#endif
+    for (b = 0; b < nblk; b++) {
+        int64_t i, end = (b + 1) * blk < n ? (b + 1) * blk : n;
+        for (i = b * blk; i < end; i++) {
+            float v = x[i];
+            if (kind == 0) x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+            else if (kind == 1) x[i] = v / (1.0f + expf(-1.702f * v));
+            else if (kind == 2) x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            else if (kind == 3) x[i] = v > 0 ? v : 0;
+            else x[i] = v / (1.0f + expf(-v)); /* silu / swish */
+        }
     }
+}
+
+/* h[i] += a[i] (a residual connection), h, a [n]; over nt threads. */
+static void kosmos2__add(float *h, const float *a, int64_t n, int nt) {
+    int64_t i;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && n >= 4 * KOSMOS2__PAR_MIN && !omp_in_parallel())
+#endif
+    for (i = 0; i < n; i++) h[i] += a[i];
 }
 
 /* Softmax of row p [n] in place: exp(x - max) / sum, sums in double. */
@@ -5394,13 +5424,15 @@ static void kosmos2__softmax_row(float *p, int64_t n) {
 }
 
 /* Multi-head attention for T queries over S keys, heads concatenated head-major.
- *   q [T, q_stride] (already scaled), k/v [S, kv_stride], out [T, H*hd].
+ *   q [T, q_stride] (scaled here: each query value times qscale, as transformers scales the
+ *   projected queries; q is modified for T < 8), k/v [S, kv_stride], out [T, H*hd].
  *   Query t may see keys 0 .. (causal ? causal_base + t : S-1).
  * Many queries (vision, resampler, prefill): per head, scores = Q K^T and out = P V are matrix
  * products through the kernels. Few queries (decode): one parallel loop over (head, query).
  * Either way each output is one thread's fixed-order sum: no dependence on the thread count. */
-static int kosmos2__attention(float *out, const float *q, int64_t q_stride, const float *k, const float *v, int64_t kv_stride,
-                              int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base, int n_threads) {
+static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qscale, const float *k, const float *v,
+                              int64_t kv_stride, int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base,
+                              int n_threads) {
     int64_t job, n_jobs = T * H;
     (void)n_threads; /* (unused without OpenMP) */
     if (T >= 8) { /* one parallel region: heads spread over the threads, each head's products on one */
@@ -5415,7 +5447,8 @@ static int kosmos2__attention(float *out, const float *q, int64_t q_stride, cons
             int64_t t, s, d;
             km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S; km.cols = hd;
             vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S;
-            for (t = 0; t < T; t++) memcpy(qh + t * hd, q + t * q_stride + h * hd, (size_t)hd * sizeof(float));
+            for (t = 0; t < T; t++)
+                for (d = 0; d < hd; d++) qh[t * hd + d] = q[t * q_stride + h * hd + d] * qscale;
             for (s = 0; s < S; s++) {
                 memcpy(kh + s * hd, k + s * kv_stride + h * hd, (size_t)hd * sizeof(float));
                 for (d = 0; d < hd; d++) vt[d * S + s] = v[s * kv_stride + h * hd + d];
@@ -5435,7 +5468,10 @@ static int kosmos2__attention(float *out, const float *q, int64_t q_stride, cons
     }
     {
         float *scores = (float *)kosmos2__alloc((size_t)(n_jobs * S) * sizeof(float)); /* [T*H, S] */
+        int64_t t, i;
         if (!scores) return KOSMOS2_E_NOMEM;
+        for (t = 0; t < T; t++)
+            for (i = 0; i < (int64_t)H * hd; i++) q[t * q_stride + i] *= qscale;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_jobs * S * hd > 32768)
         for (job = 0; job < n_jobs; job++) {
             int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
@@ -5601,25 +5637,22 @@ void kosmos2_context_free(kosmos2_context *c) {
 static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__vision_layer *L, float *h, int64_t N, float *a,
                                      float *q, float *k, float *v, float *ctx, float *f, int nt) {
     const kosmos2_config *c = &m->cfg;
-    int64_t Dv = c->vision_hidden, i;
+    int64_t Dv = c->vision_hidden;
     int rc;
     int hd = c->vision_hidden / c->vision_heads;
     float scale = (float)pow((double)hd, -0.5);
-    memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
-    kosmos2__layernorm(a, N, Dv, &L->ln1, c->vision_eps);
+    kosmos2__layernorm(a, h, N, Dv, &L->ln1, c->vision_eps, nt);
     if ((rc = kosmos2__linear_fwd(q, a, N, &L->q, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(k, a, N, &L->k, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(v, a, N, &L->v, nt)) != 0) return rc;
-    for (i = 0; i < N * Dv; i++) q[i] *= scale;
-    if ((rc = kosmos2__attention(ctx, q, Dv, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
+    if ((rc = kosmos2__attention(ctx, q, Dv, scale, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(a, ctx, N, &L->o, nt)) != 0) return rc;
-    for (i = 0; i < N * Dv; i++) h[i] += a[i];
-    memcpy(a, h, (size_t)(N * Dv) * sizeof(float));
-    kosmos2__layernorm(a, N, Dv, &L->ln2, c->vision_eps);
+    kosmos2__add(h, a, N * Dv, nt);
+    kosmos2__layernorm(a, h, N, Dv, &L->ln2, c->vision_eps, nt);
     if ((rc = kosmos2__linear_fwd(f, a, N, &L->fc1, nt)) != 0) return rc;
-    kosmos2__activate(f, N * c->vision_intermediate, c->vision_act);
+    kosmos2__activate(f, N * c->vision_intermediate, c->vision_act, nt);
     if ((rc = kosmos2__linear_fwd(a, f, N, &L->fc2, nt)) != 0) return rc;
-    for (i = 0; i < N * Dv; i++) h[i] += a[i];
+    kosmos2__add(h, a, N * Dv, nt);
     return 0;
 }
 
@@ -5648,7 +5681,7 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
     memcpy(h, m->class_emb, (size_t)Dv * sizeof(float));
     if ((rc = kosmos2__matmul(h + Dv, patches, Np, &m->patch_w, NULL, nt)) != 0) { KOSMOS2_FREE(buf); return rc; }
     for (i = 0; i < N * Dv; i++) h[i] += m->pos_emb[i];
-    kosmos2__layernorm(h, N, Dv, &m->pre_ln, c->vision_eps);
+    kosmos2__layernorm(h, h, N, Dv, &m->pre_ln, c->vision_eps, nt);
     for (l = 0; l < c->vision_layers && rc == 0; l++) rc = kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
     KOSMOS2_FREE(buf);
     return rc;
@@ -5673,8 +5706,7 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
     v = k + (N + Q) * D;     /* [N+Q, D] */
     q = v + (N + Q) * D;     /* [Q, D] */
     ctx = q + Q * D;         /* [Q, D] */
-    memcpy(x, h, (size_t)(N * Dv) * sizeof(float));
-    kosmos2__layernorm(x, N, Dv, &m->post_ln, c->vision_eps);
+    kosmos2__layernorm(x, h, N, Dv, &m->post_ln, c->vision_eps, nt);
     for (i = 0; i < N; i++) { /* F.normalize(dim=-1): x / max(||x||, 1e-12) */
         double ss = 0;
         float nrm;
@@ -5685,9 +5717,8 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
     }
     memcpy(kv + N * D, m->latent_query, (size_t)(Q * D) * sizeof(float));
     if ((rc = kosmos2__linear_fwd(kv, x, N, &m->dense, nt)) == 0 && (rc = kosmos2__linear_fwd(q, m->latent_query, Q, &m->xq, nt)) == 0) {
-        for (i = 0; i < Q * D; i++) q[i] *= scale;
         if ((rc = kosmos2__linear_fwd(k, kv, N + Q, &m->xk, nt)) == 0 && (rc = kosmos2__linear_fwd(v, kv, N + Q, &m->xv, nt)) == 0 &&
-            (rc = kosmos2__attention(ctx, q, D, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt)) == 0)
+            (rc = kosmos2__attention(ctx, q, D, scale, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt)) == 0)
             rc = kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
     }
     KOSMOS2_FREE(buf);
@@ -5781,26 +5812,23 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     for (l = 0, rc = 0; l < c->text_layers && rc == 0; l++) {
         const kosmos2__text_layer *L = &m->tl[l];
         float *kc = kv->k[l] + (int64_t)p0 * D, *vc = kv->v[l] + (int64_t)p0 * D; /* this step's cache rows */
-        memcpy(a, h, (size_t)(T * D) * sizeof(float));
-        kosmos2__layernorm(a, T, D, &L->attn_ln, c->text_eps);
+        kosmos2__layernorm(a, h, T, D, &L->attn_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(q, a, T, &L->q, nt)) != 0) break;
-        for (i = 0; i < T * D; i++) q[i] *= scale;
         if ((rc = kosmos2__linear_fwd(kc, a, T, &L->k, nt)) != 0 || (rc = kosmos2__linear_fwd(vc, a, T, &L->v, nt)) != 0) break;
-        if ((rc = kosmos2__attention(ctxv, q, D, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
-        kosmos2__layernorm(ctxv, T, D, &L->inner_ln, c->text_eps);
+        if ((rc = kosmos2__attention(ctxv, q, D, scale, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
+        kosmos2__layernorm(ctxv, ctxv, T, D, &L->inner_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(a, ctxv, T, &L->o, nt)) != 0) break;
-        for (i = 0; i < T * D; i++) h[i] += a[i];
-        memcpy(a, h, (size_t)(T * D) * sizeof(float));
-        kosmos2__layernorm(a, T, D, &L->ffn_pre_ln, c->text_eps);
+        kosmos2__add(h, a, T * D, nt);
+        kosmos2__layernorm(a, h, T, D, &L->ffn_pre_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(f, a, T, &L->fc1, nt)) != 0) break;
-        kosmos2__activate(f, T * F, c->text_act);
-        kosmos2__layernorm(f, T, F, &L->ffn_ln, c->text_eps);
+        kosmos2__activate(f, T * F, c->text_act, nt);
+        kosmos2__layernorm(f, f, T, F, &L->ffn_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(a, f, T, &L->fc2, nt)) != 0) break;
-        for (i = 0; i < T * D; i++) h[i] += a[i];
+        kosmos2__add(h, a, T * D, nt);
     }
     if (rc == 0 && logits) {
         int64_t first = all_logits ? 0 : T - 1;
-        kosmos2__layernorm(h + first * D, T - first, D, &m->final_ln, c->text_eps);
+        kosmos2__layernorm(h + first * D, h + first * D, T - first, D, &m->final_ln, c->text_eps, nt);
         rc = kosmos2__matmul(logits, h + first * D, T - first, &m->lm_head, NULL, nt);
     }
     KOSMOS2_FREE(buf);
