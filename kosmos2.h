@@ -912,6 +912,12 @@ static int kosmos2__file_open(const char *path, int use_mmap, kosmos2__file *f) 
         close(fd);
         if (f->data == (unsigned char *)MAP_FAILED) { f->data = NULL; return kosmos2__fail(KOSMOS2_E_IO, "%s: mmap failed: %s", path, strerror(errno)); }
         f->mapped = 1;
+#ifdef MADV_HUGEPAGE
+        /* Weights stream through every token: with 4 KiB pages that is a TLB miss every 4 KiB
+         * (about 10% of the decoding time here). Where the kernel and file system allow, pages
+         * read into the cache from now on come in 2 MiB pieces mapped by one entry. Advice only. */
+        (void)madvise(f->data, f->size, MADV_HUGEPAGE);
+#endif
         return 0;
     }
 #endif
@@ -3713,6 +3719,10 @@ typedef void (*kosmos2__qtile_fn)(float *y, int64_t ldy, const kosmos2__qacts *A
  * kosmos2__quantize_row_q8_0 (every path gives the same, the tests check it). */
 typedef void (*kosmos2__qact_fn)(const float *x, kosmos2__qacts *A, int64_t m);
 
+/* Element-wise math in place on x [n]: exp, or an activation (see kosmos2__vm_ref). */
+enum { KOSMOS2__VM_EXP, KOSMOS2__VM_GELU, KOSMOS2__VM_QUICK_GELU, KOSMOS2__VM_SILU };
+typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
+
 /* The kernels of one ISA: R x C tiles. full: R x C, float32 weights; row: 1 x C, any float
  * dtype; one: 1 x 1. The q* entries are the same for quantized weights. */
 typedef struct {
@@ -3724,6 +3734,7 @@ typedef struct {
     int QR, QC;
     kosmos2__qtile_fn qfull, qrow, qone;
     kosmos2__qact_fn qact;
+    kosmos2__vmath_fn vmath;
 } kosmos2__kernel_set;
 
 /* ---------------------------------------------------------------- scalar reference path ---- */
@@ -3798,6 +3809,57 @@ static void kosmos2__quantize_act_row(const float *x, kosmos2__qacts *A, int64_t
         for (g = 0; g < 8; g++)
             ns[b * 8 + g] = -((int8_t)blk[2 + 4 * g] + (int8_t)blk[3 + 4 * g] + (int8_t)blk[4 + 4 * g] + (int8_t)blk[5 + 4 * g]);
     }
+}
+
+/* Vector math with ONE definition: every path evaluates the same float32 operations in the same
+ * order (fmaf = one fused multiply-add), so scalar, AVX2 and AVX-512 agree to the bit.
+ * exp(x) = 2^n * e^r, n = rint(x log2 e), r = x - n ln 2 (ln 2 in two parts), e^r by Cephes'
+ * expf polynomial (about 1 ulp). x < -87 gives 0 (true exp would be below 2^-125, a float
+ * subnormal), x > 88 gives +inf, NaN stays NaN. */
+static float kosmos2__exp_ref(float x) {
+    float n, r, p, y, s;
+    uint32_t bits;
+    if (x != x) return x;
+    if (x < -87.0f) return 0.0f;
+    if (x > 88.0f) return INFINITY;
+    n = rintf(x * 1.44269504088896341f);
+    r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    y = fmaf(p, r * r, r) + 1.0f;
+    bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
+    memcpy(&s, &bits, 4);
+    return y * s;
+}
+/* GELU with the exact erf form, 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26
+ * (|error| < 1.5e-7): for u = x / sqrt 2, z = |u|, t = 1 / (1 + 0.3275911 z),
+ * q = t (a1 + t (a2 + ...)) e^(-z^2) = 1 - erf(z); then 1 + erf(u) = 2 - q (u >= 0) or q (u < 0),
+ * which keeps the relative accuracy of the negative tail. */
+static float kosmos2__gelu_ref(float x) {
+    float u = x * 0.70710678118654752f, z = fabsf(u), t = 1.0f / fmaf(0.3275911f, z, 1.0f), p, q;
+    p = 1.061405429f;
+    p = fmaf(p, t, -1.453152027f);
+    p = fmaf(p, t, 1.421413741f);
+    p = fmaf(p, t, -0.284496736f);
+    p = fmaf(p, t, 0.254829592f);
+    q = (p * t) * kosmos2__exp_ref(-(z * z));
+    return (0.5f * x) * (u >= 0.0f ? 2.0f - q : q);
+}
+/* one element of op: exp, GELU (erf), quick GELU x sigmoid(1.702 x), SiLU x sigmoid(x) */
+static float kosmos2__vm_ref(float x, int op) {
+    if (op == KOSMOS2__VM_EXP) return kosmos2__exp_ref(x);
+    if (op == KOSMOS2__VM_GELU) return kosmos2__gelu_ref(x);
+    if (op == KOSMOS2__VM_QUICK_GELU) return x / (1.0f + kosmos2__exp_ref(-1.702f * x));
+    return x / (1.0f + kosmos2__exp_ref(-x));
+}
+static void kosmos2__vmath_scalar(float *x, int64_t n, int op) {
+    int64_t i;
+    for (i = 0; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
 }
 
 /* ------------------------------------------------------------------------------ AVX2 path -- */
@@ -4009,6 +4071,52 @@ static KOSMOS2__T_AVX2 void kosmos2__qact_avx2(const float *x, kosmos2__qacts *A
         gs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qb), _mm256_set1_epi16(1)); /* sums of 4 */
         _mm256_storeu_si256((__m256i *)(ns + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), gs));
     }
+}
+
+/* kosmos2__exp_ref / kosmos2__vm_ref on 8 lanes, the same operations */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256 kosmos2__exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ), hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x), p, y, s;
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+    y = _mm256_mul_ps(y, s);
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), lo);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), hi);
+    return _mm256_blendv_ps(y, x, nan);
+}
+static KOSMOS2__T_AVX2 void kosmos2__vmath_avx2(float *x, int64_t n, int op) {
+    int64_t i;
+    const __m256 one = _mm256_set1_ps(1.0f), sgn = _mm256_set1_ps(-0.0f);
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), y;
+        if (op == KOSMOS2__VM_EXP) y = kosmos2__exp_avx2(v);
+        else if (op == KOSMOS2__VM_GELU) {
+            __m256 u = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f)), z = _mm256_andnot_ps(sgn, u);
+            __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one)), p, q;
+            p = _mm256_set1_ps(1.061405429f);
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+            q = _mm256_mul_ps(_mm256_mul_ps(p, t), kosmos2__exp_avx2(_mm256_xor_ps(_mm256_mul_ps(z, z), sgn)));
+            q = _mm256_blendv_ps(q, _mm256_sub_ps(_mm256_set1_ps(2.0f), q), _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_GE_OQ));
+            y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), q);
+        } else {
+            __m256 a = op == KOSMOS2__VM_QUICK_GELU ? _mm256_mul_ps(_mm256_set1_ps(-1.702f), v) : _mm256_xor_ps(v, sgn);
+            y = _mm256_div_ps(v, _mm256_add_ps(one, kosmos2__exp_avx2(a)));
+        }
+        _mm256_storeu_ps(x + i, y);
+    }
+    for (; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
 }
 
 /* --------------------------------------------------------------------------- AVX-512 path -- */
@@ -4280,21 +4388,70 @@ static KOSMOS2__T_AVX512 void kosmos2__qact_avx512(const float *x, kosmos2__qact
         _mm256_storeu_si256((__m256i *)(ns + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), gs));
     }
 }
+
+/* kosmos2__exp_ref / kosmos2__vm_ref on 16 lanes, the same operations */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__exp_avx512(__m512 x) {
+    const __mmask16 lo = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ), hi = _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x), p, y, s;
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    y = _mm512_mul_ps(y, s);
+    y = _mm512_mask_mov_ps(y, lo, _mm512_setzero_ps());
+    y = _mm512_mask_mov_ps(y, hi, _mm512_set1_ps(INFINITY));
+    return _mm512_mask_mov_ps(y, nan, x);
+}
+static KOSMOS2__T_AVX512 void kosmos2__vmath_avx512(float *x, int64_t n, int op) {
+    int64_t i;
+    const __m512 one = _mm512_set1_ps(1.0f), sgn = _mm512_set1_ps(-0.0f);
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i), y;
+        if (op == KOSMOS2__VM_EXP) y = kosmos2__exp_avx512(v);
+        else if (op == KOSMOS2__VM_GELU) {
+            __m512 u = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)), z = _mm512_andnot_ps(sgn, u);
+            __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), z, one)), p, q;
+            p = _mm512_set1_ps(1.061405429f);
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+            q = _mm512_mul_ps(_mm512_mul_ps(p, t), kosmos2__exp_avx512(_mm512_xor_ps(_mm512_mul_ps(z, z), sgn)));
+            q = _mm512_mask_mov_ps(q, _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GE_OQ), _mm512_sub_ps(_mm512_set1_ps(2.0f), q));
+            y = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), q);
+        } else {
+            __m512 a = op == KOSMOS2__VM_QUICK_GELU ? _mm512_mul_ps(_mm512_set1_ps(-1.702f), v) : _mm512_xor_ps(v, sgn);
+            y = _mm512_div_ps(v, _mm512_add_ps(one, kosmos2__exp_avx512(a)));
+        }
+        _mm512_storeu_ps(x + i, y);
+    }
+    for (; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
+}
 #endif /* KOSMOS2__X86 */
 
 /* ----------------------------------------------------------------------- kernel tables ---- */
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
-    1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row};
+    1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
+    kosmos2__vmath_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
-    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2};
+    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
+    kosmos2__vmath_avx2};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
-    4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512};
+    4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
+    kosmos2__vmath_avx512};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -5379,12 +5536,14 @@ static void kosmos2__layernorm(float *dst, const float *src, int64_t rows, int64
     }
 }
 
-/* In-place activation by HF name: gelu (exact erf), quick_gelu, gelu_new (tanh), relu, silu.
- * x [n], spread over nt threads in blocks. */
+/* In-place activation by HF name: gelu (exact erf form), quick_gelu, gelu_new (tanh), relu, silu.
+ * x [n], spread over nt threads in blocks. gelu, quick_gelu and silu use the kernels' vector math
+ * (one definition on every path: see kosmos2__vm_ref), the others libm. */
 static void kosmos2__activate(float *x, int64_t n, const char *act, int nt) {
     const int kind = !strcmp(act, "gelu") ? 0 : !strcmp(act, "quick_gelu") ? 1
                    : (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) ? 2 : !strcmp(act, "relu") ? 3 : 4;
     const int64_t blk = 4096, nblk = (n + blk - 1) / blk;
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
     int64_t b;
     (void)nt;
 #ifdef _OPENMP
@@ -5394,11 +5553,12 @@ static void kosmos2__activate(float *x, int64_t n, const char *act, int nt) {
         int64_t i, end = (b + 1) * blk < n ? (b + 1) * blk : n;
         for (i = b * blk; i < end; i++) {
             float v = x[i];
-            if (kind == 0) x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-            else if (kind == 1) x[i] = v / (1.0f + expf(-1.702f * v));
-            else if (kind == 2) x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            if (kind == 2) x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
             else if (kind == 3) x[i] = v > 0 ? v : 0;
-            else x[i] = v / (1.0f + expf(-v)); /* silu / swish */
+            else { /* gelu, quick_gelu, silu / swish: the kernels' vector math */
+                ks->vmath(x + i, end - i, kind == 0 ? KOSMOS2__VM_GELU : kind == 1 ? KOSMOS2__VM_QUICK_GELU : KOSMOS2__VM_SILU);
+                break;
+            }
         }
     }
 }
@@ -5413,13 +5573,16 @@ static void kosmos2__add(float *h, const float *a, int64_t n, int nt) {
     for (i = 0; i < n; i++) h[i] += a[i];
 }
 
-/* Softmax of row p [n] in place: exp(x - max) / sum, sums in double. */
+/* Softmax of row p [n] in place: exp(x - max) / sum (exp: the kernels' vector math), sum in
+ * double. */
 static void kosmos2__softmax_row(float *p, int64_t n) {
     float maxv = -FLT_MAX;
     double sum = 0;
     int64_t s;
     for (s = 0; s < n; s++) if (p[s] > maxv) maxv = p[s];
-    for (s = 0; s < n; s++) { p[s] = expf(p[s] - maxv); sum += p[s]; }
+    for (s = 0; s < n; s++) p[s] -= maxv;
+    kosmos2__kernel_table()->vmath(p, n, KOSMOS2__VM_EXP);
+    for (s = 0; s < n; s++) sum += p[s];
     for (s = 0; s < n; s++) p[s] = (float)(p[s] / sum);
 }
 

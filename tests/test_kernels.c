@@ -414,11 +414,70 @@ static void test_kernels_quantize_act_paths(void) {
     free(x); free(A.d); free(A.q); free(A.ns);
 }
 
+/* Vector math (exp, GELU, quick GELU, SiLU): every path gives the scalar reference's bits, on
+ * an odd count (vector body + tail) of values over the whole float range and the special ones;
+ * and the reference is accurate: exp within 2 ulp-ish (4e-7 relative) of double exp where the
+ * result is a normal float, GELU within 3e-7 (absolute, relative to max(|x|, 1)) of the double
+ * erf formula, quick GELU / SiLU within 1e-6 relative. */
+static void test_kernels_vector_math(void) {
+    enum { N = 4099 };
+    float *x = (float *)malloc(N * 4), *y = (float *)malloc(N * 4), *ref = (float *)malloc(N * 4);
+    int isa, op, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    int64_t i;
+    double worst[4] = {0, 0, 0, 0};
+    for (i = 0; i < N; i++) x[i] = tk__rand() * (i % 3 == 0 ? 100.0f : i % 3 == 1 ? 8.0f : 0.5f);
+    x[0] = 0.0f; x[1] = -0.0f; x[2] = INFINITY; x[3] = -INFINITY; x[4] = NAN; x[5] = -87.0f; x[6] = -87.00001f;
+    x[7] = 88.0f; x[8] = 88.00001f; x[9] = 1e-30f; x[10] = -1e-30f; x[11] = ldexpf(1.0f, -140); x[12] = -3e38f; x[13] = 3e38f;
+    x[N - 1] = NAN; x[N - 2] = -INFINITY; x[N - 3] = -100.0f;
+    for (op = KOSMOS2__VM_EXP; op <= KOSMOS2__VM_SILU; op++) {
+        for (i = 0; i < N; i++) ref[i] = kosmos2__vm_ref(x[i], op);
+        for (i = 0; i < N; i++) {
+            double v = x[i], r = ref[i], e, err;
+            if (!isfinite(v)) continue;
+            if (op == KOSMOS2__VM_EXP) {
+                e = exp(v);
+                if (v < -87.0 || v > 88.0 || e < 1.2e-38) continue;
+                err = fabs(r - e) / e;
+            } else if (op == KOSMOS2__VM_GELU) {
+                e = 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+                err = fabs(r - e) / (fabs(v) > 1 ? fabs(v) : 1);
+            } else {
+                /* the argument of exp as float32 computes it (as torch does): -1.702f * x rounded */
+                double arg = op == KOSMOS2__VM_QUICK_GELU ? (double)(-1.702f * x[i]) : -v;
+                e = v / (1.0 + exp(arg));
+                if (arg > 85) continue; /* exp past the float range: the result is ~0 both ways */
+                err = fabs(r - e) / (fabs(e) > 1e-30 ? fabs(e) : 1e-30);
+            }
+            if (err > worst[op]) worst[op] = err;
+        }
+        for (isa = 0; isa <= best; isa++) {
+            kosmos2__kernels_set_isa(isa);
+            memcpy(y, x, N * 4);
+            kosmos2__kernel_table()->vmath(y + 1, N - 1, op); /* unaligned start, odd count */
+            y[0] = kosmos2__vm_ref(x[0], op);
+            for (i = 0; i < N; i++)
+                if (memcmp(&y[i], &ref[i], 4) != 0 && !(isnan(y[i]) && isnan(ref[i])) && bad++ < 5)
+                    CHECK(0, "%s op %d: x=%a gives %a, reference %a", kosmos2__isa_name(isa), op, x[i], y[i], ref[i]);
+        }
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d values differ between paths", bad);
+    CHECK(kosmos2__vm_ref(0.0f, KOSMOS2__VM_EXP) == 1.0f && kosmos2__vm_ref(-INFINITY, KOSMOS2__VM_EXP) == 0.0f, "exp(0), exp(-inf)");
+    CHECK(isinf(kosmos2__vm_ref(INFINITY, KOSMOS2__VM_EXP)) && isnan(kosmos2__vm_ref(NAN, KOSMOS2__VM_GELU)), "exp(inf), gelu(nan)");
+    CHECK(kosmos2__vm_ref(-1e4f, KOSMOS2__VM_GELU) == 0.0f && kosmos2__vm_ref(1e4f, KOSMOS2__VM_GELU) == 1e4f, "gelu tails");
+    printf("    worst error: exp %.2e (relative), gelu %.2e, quick_gelu %.2e, silu %.2e\n", worst[0], worst[1], worst[2], worst[3]);
+    CHECK(worst[0] < 4e-7, "exp error %.3e", worst[0]);
+    CHECK(worst[1] < 3e-7, "gelu error %.3e", worst[1]);
+    CHECK(worst[2] < 1e-6 && worst[3] < 1e-6, "quick_gelu %.3e silu %.3e", worst[2], worst[3]);
+    free(x); free(y); free(ref);
+}
+
 static void tests_kernels(void) {
     RUN(test_kernels_f16_bf16);
     RUN(test_kernels_quantize_q8_0);
     RUN(test_kernels_quantize_q4_0);
     RUN(test_kernels_quantize_act_paths);
+    RUN(test_kernels_vector_math);
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
