@@ -312,7 +312,7 @@ static void test_model_limits(void) {
     {   /* the KV memory limit: refused before anything is allocated, for greedy and for beams */
         kosmos2_context *small = NULL;
         kosmos2_context_params sp = kosmos2_context_default_params();
-        size_t per = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m));
+        size_t per = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m), KOSMOS2__F32);
         sp.max_kv_bytes = per * 100; /* 100 positions: enough for 71 + 9, not for 3 beams */
         CHECK_OK(kosmos2_context_new(m, &sp, &small));
         CHECK_OK(kosmos2_encode_image(small, px, NULL, NULL));
