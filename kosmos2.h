@@ -5570,9 +5570,28 @@ static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c, int dt) {
     return (size_t)c->text_layers * 2 * (size_t)c->text_hidden * kosmos2__kv_elem_bytes(dt) + sizeof(int32_t);
 }
 
-/* dst [n] = src [n] rounded to float16 (nearest even), for a float16 KV cache. */
+#ifdef KOSMOS2__X86
+/* kosmos2__kv_narrow 8 values at a time with F16C (part of the AVX2 path): its rounding to nearest
+ * even gives kosmos2__f32_to_f16's bits, except for NaN payloads, so a group holding a NaN goes
+ * the scalar way (NaN -> 0x7e00 with its sign). */
+static KOSMOS2__T_AVX2 void kosmos2__kv_narrow_f16c(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i, j;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)))
+            for (j = i; j < i + 8; j++) dst[j] = kosmos2__f32_to_f16(src[j]);
+        else _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
+}
+#endif
+/* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf), for a float16 KV cache.
+ * The same bits on every kernel path (F16C on AVX2 / AVX-512, else the scalar converter). */
 static void kosmos2__kv_narrow(uint16_t *dst, const float *src, int64_t n) {
     int64_t i;
+#ifdef KOSMOS2__X86
+    if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) { kosmos2__kv_narrow_f16c(dst, src, n); return; }
+#endif
     for (i = 0; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
 }
 

@@ -424,6 +424,48 @@ static void test_model_kv_type_choice(void) {
     kosmos2_model_free(m);
 }
 
+/* The float16 cache's rounding (kosmos2__kv_narrow) gives kosmos2__f32_to_f16's bits on every
+ * kernel path (F16C on AVX2 / AVX-512): every float16 value, the ties halfway between neighbours
+ * and the floats either side of them, float32 subnormals, overflow, infinities, NaN payloads
+ * (alone and inside groups of 8), an odd length for the tail. */
+static void test_model_kv_narrow_paths(void) {
+    int64_t n = 0, cap = 65536 * 4 + 64, i;
+    float *x = (float *)malloc((size_t)cap * 4);
+    uint16_t *got = (uint16_t *)malloc((size_t)cap * 2);
+    uint32_t h, bits;
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    static const uint32_t special[] = {0x7f800001u, 0xffc00000u, 0x7fc12345u, 0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x477ff000u, 0x477fefffu,
+                                       0x00000001u, 0x80000001u, 0x007fffffu, 0x33000000u, 0x33000001u, 0xb3000000u, 0x80000000u};
+    for (h = 0; h < 65536; h++) {
+        float f = kosmos2__f16_to_f32((uint16_t)h);
+        x[n++] = f;
+        if ((h & 0x7fff) < 0x7bff) { /* the tie between h and the next value away from zero (exact in float32) */
+            float mid = (float)(((double)f + kosmos2__f16_to_f32((uint16_t)(h + 1))) / 2);
+            x[n++] = mid;
+            x[n++] = nextafterf(mid, 0.0f);
+            x[n++] = nextafterf(mid, mid > 0 ? INFINITY : -INFINITY);
+        }
+    }
+    for (i = 0; i < (int64_t)(sizeof special / sizeof special[0]); i++) { bits = special[i]; memcpy(&x[n++], &bits, 4); }
+    for (; n < cap - 1; n++) x[n] = ldexpf(tk__rand(), (int)(n % 50) - 30);
+    for (i = 0; i < n; i += 997) { bits = 0x7fc00000u | (uint32_t)i; memcpy(&x[i], &bits, 4); } /* NaNs among finite values */
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        memset(got, 0x55, (size_t)cap * 2);
+        kosmos2__kv_narrow(got, x, n);
+        for (i = 0; i < n; i++)
+            if (got[i] != kosmos2__f32_to_f16(x[i]) && bad++ < 5) {
+                memcpy(&bits, &x[i], 4);
+                CHECK(0, "%s: 0x%08x -> 0x%04x, want 0x%04x", kosmos2__isa_name(isa), bits, got[i], kosmos2__f32_to_f16(x[i]));
+            }
+        CHECK(got[n] == 0x5555, "%s: wrote past the end", kosmos2__isa_name(isa));
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d values differ", bad);
+    printf("    %lld values, ISAs scalar..%s\n", (long long)n, kosmos2__isa_name(best));
+    free(x); free(got);
+}
+
 /* Float16 vs float32 KV cache on every fixture case: prompt logits and the next 4 decode steps
  * (fed the reference greedy ids), and 48 greedy tokens against transformers' ids.
  * Measured (2026-12-04, both fixtures, worst case over the 5 steps): relative RMS 1.7e-5 .. 2.5e-5
@@ -655,6 +697,7 @@ static void tests_model(void) {
     RUN(test_model_two_contexts);
     RUN(test_model_limits);
     RUN(test_model_kv_type_choice);
+    RUN(test_model_kv_narrow_paths);
     RUN(test_model_kv_f16_accuracy);
     RUN(test_model_kv_f16_paths);
     RUN(test_model_kv_f16_beam);
