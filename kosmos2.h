@@ -39,6 +39,9 @@
  *     on bad input. Every file it reads is treated as hostile and bounds-checked.
  *   - A kosmos2_model is read-only after loading and may be shared by many threads; a
  *     kosmos2_context (KV cache, scratch) belongs to one thread at a time.
+ *   - The KV cache is float32 for float checkpoints (exact) and float16 when the text decoder
+ *     is quantized; kosmos2_context_params.kv_type = KOSMOS2_KV_F32 / KOSMOS2_KV_F16 overrides
+ *     that (float16 halves the cache: 192 KiB instead of 384 KiB per position for Kosmos-2).
  *
  *  Configuration macros (define before the implementation include):
  *   KOSMOS2_MALLOC(n) / KOSMOS2_REALLOC(p,n) / KOSMOS2_FREE(p)   allocator (default: libc)
@@ -399,18 +402,34 @@ int kosmos2_model_save_gguf(const kosmos2_model *model, const char *path, const 
                             kosmos2_progress_callback progress, void *user_data);
 int kosmos2_model_tensor(const kosmos2_model *model, int index, kosmos2_tensor_info *info);
 
+/* The element type of the KV cache (kosmos2_context_params.kv_type). Per position it holds
+ * text_layers x 2 x text_hidden values: 384 KiB in float32, 192 KiB in float16 for Kosmos-2.
+ *   KOSMOS2_KV_AUTO  float32 when the text decoder's weights are float (f32/f16/bf16), so that
+ *                    results stay exact (transformers' numbers); float16 when any of its matrices
+ *                    is quantized (q8_0/q4_0), whose error is already far larger
+ *   KOSMOS2_KV_F32   keys and values as computed
+ *   KOSMOS2_KV_F16   rounded to IEEE float16 (nearest even) when stored, widened exactly to
+ *                    float32 when read: half the memory, logits no longer exact (relative RMS
+ *                    error 2e-5 .. 6e-5 vs float32 on the test models; values beyond +-65504
+ *                    would become inf). Attention still computes in float32. */
+enum { KOSMOS2_KV_AUTO = 0, KOSMOS2_KV_F32 = 1, KOSMOS2_KV_F16 = 2 };
+
 typedef struct kosmos2_context_params {
     int n_threads;  /* 0 = the model's default (all cores) */
     int max_ctx;    /* cap on positions (prompt + generation); 0 = config max_position_embeddings */
     size_t max_kv_bytes; /* cap on the memory of this context's KV caches (beam search keeps
                           * 2 x num_beams of them); 0 = KOSMOS2_DEFAULT_MAX_KV_BYTES (4 GiB) */
+    int kv_type;    /* KOSMOS2_KV_AUTO (default), KOSMOS2_KV_F32 or KOSMOS2_KV_F16 (see above) */
 } kosmos2_context_params;
 #define KOSMOS2_DEFAULT_MAX_KV_BYTES ((size_t)4 << 30)
 kosmos2_context_params kosmos2_context_default_params(void);
 /* A context holds one conversation's KV cache and scratch state. Many contexts may share one
- * model, each used by one thread at a time. params may be NULL. */
+ * model, each used by one thread at a time. params may be NULL. A kv_type other than the
+ * KOSMOS2_KV_* values is KOSMOS2_E_INVALID. */
 int kosmos2_context_new(const kosmos2_model *model, const kosmos2_context_params *params, kosmos2_context **out);
 void kosmos2_context_free(kosmos2_context *ctx);
+/* The KV cache type in effect: KOSMOS2_KV_F32 or KOSMOS2_KV_F16 (AUTO resolved); 0 for NULL. */
+int kosmos2_context_kv_type(const kosmos2_context *ctx);
 
 /* ---- the stages, one call each (for tools, teaching and tests) ---- */
 /* pixels [3, S, S] (kosmos2_image_preprocess output) -> the vision encoder's last hidden state
@@ -5586,26 +5605,39 @@ static void kosmos2__softmax_row(float *p, int64_t n) {
     for (s = 0; s < n; s++) p[s] = (float)(p[s] / sum);
 }
 
+/* n values of keys or values of element type dt (KOSMOS2__F32, or KOSMOS2__F16 as stored in a
+ * float16 KV cache) from element `off` of base, as float32 in dst. float16 is widened exactly, by
+ * the kernel table's widen (F16C / AVX-512 where the ISA has it): every path gives the same bits. */
+static void kosmos2__kv_widen(const kosmos2__kernel_set *ks, float *dst, const void *base, int dt, int64_t off, int64_t n) {
+    int64_t i;
+    if (dt == KOSMOS2__F32) memcpy(dst, (const float *)base + off, (size_t)n * sizeof(float));
+    else if (ks->widen) ks->widen((const uint16_t *)base + off, KOSMOS2__F16, dst, n);
+    else for (i = 0; i < n; i++) dst[i] = kosmos2__f16_to_f32(((const uint16_t *)base)[off + i]); /* scalar ISA */
+}
+
 /* Multi-head attention for T queries over S keys, heads concatenated head-major.
- *   q [T, q_stride] (scaled here: each query value times qscale, as transformers scales the
- *   projected queries; q is modified for T < 8), k/v [S, kv_stride], out [T, H*hd].
- *   Query t may see keys 0 .. (causal ? causal_base + t : S-1).
+ *   q [T, q_stride] float32 (scaled here: each query value times qscale, as transformers scales
+ *   the projected queries; q is modified for T < 8), k/v [S, kv_stride] of element type kv_dt
+ *   (KOSMOS2__F32, or KOSMOS2__F16 for a float16 KV cache: rows are widened exactly to float32
+ *   as they are read, so the result is that of float32 attention on the stored values),
+ *   out [T, H*hd]. Query t may see keys 0 .. (causal ? causal_base + t : S-1).
  * Many queries (vision, resampler, prefill): per head, scores = Q K^T and out = P V are matrix
  * products through the kernels. Few queries (decode): one parallel loop over (head, query).
  * Either way each output is one thread's fixed-order sum: no dependence on the thread count. */
-static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qscale, const float *k, const float *v,
+static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qscale, const void *k, const void *v, int kv_dt,
                               int64_t kv_stride, int64_t T, int64_t S, int H, int hd, int causal, int64_t causal_base,
                               int n_threads) {
     int64_t job, n_jobs = T * H;
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
     (void)n_threads; /* (unused without OpenMP) */
     if (T >= 8) { /* one parallel region: heads spread over the threads, each head's products on one */
-        int64_t per = T * hd * 2 + S * hd * 2 + T * S, h;
+        int64_t per = T * hd * 2 + S * hd * 2 + T * S + hd, h;
         float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
         if (!all) return KOSMOS2_E_NOMEM;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (T * S * hd * H >= ((int64_t)1 << 18))
         for (h = 0; h < H; h++) {
-            float *qh = all + h * per, *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S * hd, *p = vt + S * hd;
-            /* qh [T, hd], oh [T, hd], kh [S, hd], vt [hd, S] (V transposed), p [T, S] */
+            float *qh = all + h * per, *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S * hd, *p = vt + S * hd, *vr = p + T * S;
+            /* qh [T, hd], oh [T, hd], kh [S, hd], vt [hd, S] (V transposed), p [T, S], vr [hd] (one V row) */
             kosmos2__mat km, vm;
             int64_t t, s, d;
             km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S; km.cols = hd;
@@ -5613,8 +5645,11 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
             for (t = 0; t < T; t++)
                 for (d = 0; d < hd; d++) qh[t * hd + d] = q[t * q_stride + h * hd + d] * qscale;
             for (s = 0; s < S; s++) {
-                memcpy(kh + s * hd, k + s * kv_stride + h * hd, (size_t)hd * sizeof(float));
-                for (d = 0; d < hd; d++) vt[d * S + s] = v[s * kv_stride + h * hd + d];
+                const float *vs = vr;
+                kosmos2__kv_widen(ks, kh + s * hd, k, kv_dt, s * kv_stride + h * hd, hd);
+                if (kv_dt == KOSMOS2__F32) vs = (const float *)v + s * kv_stride + h * hd;
+                else kosmos2__kv_widen(ks, vr, v, kv_dt, s * kv_stride + h * hd, hd);
+                for (d = 0; d < hd; d++) vt[d * S + s] = vs[d];
             }
             kosmos2__matmul(p, qh, T, &km, NULL, 1); /* scores = Q K^T */
             for (t = 0; t < T; t++) {
@@ -5629,33 +5664,37 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
         KOSMOS2_FREE(all);
         return 0;
     }
-    {
-        float *scores = (float *)kosmos2__alloc((size_t)(n_jobs * S) * sizeof(float)); /* [T*H, S] */
-        int64_t t, i;
-        if (!scores) return KOSMOS2_E_NOMEM;
+    {   /* per job: scores [S], and for a float16 cache one widened key or value row [hd] */
+        int64_t per = S + (kv_dt == KOSMOS2__F32 ? 0 : hd), t, i;
+        float *scratch = (float *)kosmos2__alloc((size_t)(n_jobs * per) * sizeof(float)); /* [T*H, per] */
+        if (!scratch) return KOSMOS2_E_NOMEM;
         for (t = 0; t < T; t++)
             for (i = 0; i < (int64_t)H * hd; i++) q[t * q_stride + i] *= qscale;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_jobs * S * hd > 32768)
         for (job = 0; job < n_jobs; job++) {
             int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
             const float *qr = q + t * q_stride + h * hd;
-            float *o = out + t * (int64_t)H * hd + h * hd, *p = scores + job * S;
+            float *o = out + t * (int64_t)H * hd + h * hd, *p = scratch + job * per, *row = p + S;
             if (n_keys > S) n_keys = S;
             for (s = 0; s < n_keys; s++) {
-                const float *kr = k + s * kv_stride + h * hd;
+                const float *kr = row;
                 float acc = 0;
+                if (kv_dt == KOSMOS2__F32) kr = (const float *)k + s * kv_stride + h * hd;
+                else kosmos2__kv_widen(ks, row, k, kv_dt, s * kv_stride + h * hd, hd);
                 for (d = 0; d < hd; d++) acc += qr[d] * kr[d];
                 p[s] = acc;
             }
             kosmos2__softmax_row(p, n_keys);
             for (d = 0; d < hd; d++) o[d] = 0;
             for (s = 0; s < n_keys; s++) {
-                const float *vr = v + s * kv_stride + h * hd;
+                const float *vr = row;
                 float w = p[s];
+                if (kv_dt == KOSMOS2__F32) vr = (const float *)v + s * kv_stride + h * hd;
+                else kosmos2__kv_widen(ks, row, v, kv_dt, s * kv_stride + h * hd, hd);
                 for (d = 0; d < hd; d++) o[d] += w * vr[d];
             }
         }
-        KOSMOS2_FREE(scores);
+        KOSMOS2_FREE(scratch);
     }
     return 0;
 }
@@ -5669,7 +5708,8 @@ static int kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos
  *  [8] CONTEXT: per-thread state (KV caches, threads)
  * ============================================================================================ */
 typedef struct {        /* the key/value cache of one sequence */
-    float **k, **v;     /* [text_layers] -> [cap, D] keys / values after projection (heads interleaved) */
+    void **k, **v;      /* [text_layers] -> [cap, D] keys / values after projection (heads interleaved),
+                         * of the context's kv_dt: float, or float16 bits (uint16_t) */
     int32_t *ids;       /* [cap] the tokens in the cache (for the n-gram ban) */
     int n, cap;         /* positions used / allocated */
     int n_nonpad;       /* tokens that are not <pad> (positions count only those) */
@@ -5681,6 +5721,7 @@ struct kosmos2_context {
     int max_ctx;        /* hard limit on positions (config max_position_embeddings unless lowered) */
     size_t max_kv_bytes;/* limit on the memory of all KV caches of this context */
     size_t kv_bytes;    /* what they hold now */
+    int kv_dt;          /* element type of the KV caches: KOSMOS2__F32 or KOSMOS2__F16 */
     kosmos2__kv kv;     /* the main sequence */
     float *image_embeds;/* [Q, D] the last encoded image */
     int have_image;
@@ -5688,9 +5729,37 @@ struct kosmos2_context {
     int n_decoded;
 };
 
-/* Bytes of KV cache per position: keys and values of every layer, and the token id. */
-static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c) {
-    return (size_t)c->text_layers * 2 * (size_t)c->text_hidden * sizeof(float) + sizeof(int32_t);
+/* Bytes of one key or value of type dt (KOSMOS2__F32 or KOSMOS2__F16). */
+static size_t kosmos2__kv_elem_bytes(int dt) { return dt == KOSMOS2__F16 ? 2 : 4; }
+
+/* Bytes of KV cache per position: keys and values of every layer (type dt), and the token id. */
+static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c, int dt) {
+    return (size_t)c->text_layers * 2 * (size_t)c->text_hidden * kosmos2__kv_elem_bytes(dt) + sizeof(int32_t);
+}
+
+#ifdef KOSMOS2__X86
+/* kosmos2__kv_narrow 8 values at a time with F16C (part of the AVX2 path): its rounding to nearest
+ * even gives kosmos2__f32_to_f16's bits, except for NaN payloads, so a group holding a NaN goes
+ * the scalar way (NaN -> 0x7e00 with its sign). */
+static KOSMOS2__T_AVX2 void kosmos2__kv_narrow_f16c(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i, j;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)))
+            for (j = i; j < i + 8; j++) dst[j] = kosmos2__f32_to_f16(src[j]);
+        else _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
+}
+#endif
+/* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf), for a float16 KV cache.
+ * The same bits on every kernel path (F16C on AVX2 / AVX-512, else the scalar converter). */
+static void kosmos2__kv_narrow(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i;
+#ifdef KOSMOS2__X86
+    if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) { kosmos2__kv_narrow_f16c(dst, src, n); return; }
+#endif
+    for (i = 0; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
 }
 
 static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
@@ -5698,7 +5767,7 @@ static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
     if (kv->k) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->k[l]);
     if (kv->v) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->v[l]);
     KOSMOS2_FREE(kv->k); KOSMOS2_FREE(kv->v); KOSMOS2_FREE(kv->ids);
-    ctx->kv_bytes -= (size_t)kv->cap * kosmos2__kv_bytes_per_pos(&ctx->m->cfg);
+    ctx->kv_bytes -= (size_t)kv->cap * kosmos2__kv_bytes_per_pos(&ctx->m->cfg, ctx->kv_dt);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -5707,7 +5776,7 @@ static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
 static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) {
     const kosmos2_config *c = &ctx->m->cfg;
     int l, cap, max_ctx = ctx->max_ctx;
-    size_t D = (size_t)c->text_hidden, per = kosmos2__kv_bytes_per_pos(c);
+    size_t D = (size_t)c->text_hidden, es = kosmos2__kv_elem_bytes(ctx->kv_dt), per = kosmos2__kv_bytes_per_pos(c, ctx->kv_dt);
     if (need <= kv->cap) return 0;
     if (need > max_ctx) return kosmos2__fail(KOSMOS2_E_LIMIT, "sequence of %d tokens exceeds the context limit of %d positions", need, max_ctx);
     cap = kv->cap ? kv->cap : 64;
@@ -5717,15 +5786,15 @@ static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) 
         return kosmos2__fail(KOSMOS2_E_LIMIT, "the KV cache would need %.1f MiB, over this context's limit of %.1f MiB (kosmos2_context_params.max_kv_bytes)",
                              (double)(ctx->kv_bytes + (size_t)(cap - kv->cap) * per) / 1048576.0, (double)ctx->max_kv_bytes / 1048576.0);
     if (!kv->k) {
-        kv->k = (float **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(float *));
-        kv->v = (float **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(float *));
+        kv->k = (void **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(void *));
+        kv->v = (void **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(void *));
         if (!kv->k || !kv->v) return KOSMOS2_E_NOMEM;
     }
     for (l = 0; l < c->text_layers; l++) {
-        float *nk = (float *)KOSMOS2_REALLOC(kv->k[l], (size_t)cap * D * sizeof(float));
+        void *nk = KOSMOS2_REALLOC(kv->k[l], (size_t)cap * D * es);
         if (!nk) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         kv->k[l] = nk;
-        nk = (float *)KOSMOS2_REALLOC(kv->v[l], (size_t)cap * D * sizeof(float));
+        nk = KOSMOS2_REALLOC(kv->v[l], (size_t)cap * D * es);
         if (!nk) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         kv->v[l] = nk;
     }
@@ -5743,11 +5812,11 @@ static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) 
 static int kosmos2__kv_copy(kosmos2_context *ctx, kosmos2__kv *dst, const kosmos2__kv *src) {
     const kosmos2_config *c = &ctx->m->cfg;
     int l, rc;
-    size_t D = (size_t)c->text_hidden;
+    size_t row = (size_t)c->text_hidden * kosmos2__kv_elem_bytes(ctx->kv_dt); /* bytes of one position's keys (or values) */
     if ((rc = kosmos2__kv_reserve(ctx, dst, src->n > 0 ? src->n : 1)) != 0) return rc;
     for (l = 0; l < c->text_layers; l++) {
-        memcpy(dst->k[l], src->k[l], (size_t)src->n * D * sizeof(float));
-        memcpy(dst->v[l], src->v[l], (size_t)src->n * D * sizeof(float));
+        memcpy(dst->k[l], src->k[l], (size_t)src->n * row);
+        memcpy(dst->v[l], src->v[l], (size_t)src->n * row);
     }
     memcpy(dst->ids, src->ids, (size_t)src->n * sizeof(int32_t));
     dst->n = src->n;
@@ -5760,7 +5829,22 @@ kosmos2_context_params kosmos2_context_default_params(void) {
     p.n_threads = 0;
     p.max_ctx = 0;
     p.max_kv_bytes = 0;
+    p.kv_type = KOSMOS2_KV_AUTO;
     return p;
+}
+
+/* 1 if any matrix of the text decoder's blocks is quantized (q8_0 / q4_0): KOSMOS2_KV_AUTO's rule. */
+static int kosmos2__text_quantized(const kosmos2_model *m) {
+    int l;
+    for (l = 0; l < m->cfg.text_layers; l++) {
+        const kosmos2__text_layer *L = &m->tl[l];
+        const kosmos2__linear *lin[6];
+        int j;
+        lin[0] = &L->q; lin[1] = &L->k; lin[2] = &L->v; lin[3] = &L->o; lin[4] = &L->fc1; lin[5] = &L->fc2;
+        for (j = 0; j < 6; j++)
+            if (lin[j]->w.dtype == KOSMOS2__Q8_0 || lin[j]->w.dtype == KOSMOS2__Q4_0) return 1;
+    }
+    return 0;
 }
 
 int kosmos2_context_new(const kosmos2_model *m, const kosmos2_context_params *params, kosmos2_context **out) {
@@ -5769,6 +5853,8 @@ int kosmos2_context_new(const kosmos2_model *m, const kosmos2_context_params *pa
     if (!out) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_context_new: out is NULL");
     *out = NULL;
     if (!m) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_context_new: model is NULL");
+    if (p.kv_type != KOSMOS2_KV_AUTO && p.kv_type != KOSMOS2_KV_F32 && p.kv_type != KOSMOS2_KV_F16)
+        return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_context_new: kv_type %d is not KOSMOS2_KV_AUTO, KOSMOS2_KV_F32 or KOSMOS2_KV_F16", p.kv_type);
     c = (kosmos2_context *)kosmos2__calloc(1, sizeof *c);
     if (!c) return KOSMOS2_E_NOMEM;
     c->m = m;
@@ -5780,10 +5866,17 @@ int kosmos2_context_new(const kosmos2_model *m, const kosmos2_context_params *pa
     c->max_ctx = m->cfg.max_positions;
     if (p.max_ctx > 0 && p.max_ctx < c->max_ctx) c->max_ctx = p.max_ctx;
     c->max_kv_bytes = p.max_kv_bytes ? p.max_kv_bytes : KOSMOS2_DEFAULT_MAX_KV_BYTES;
+    if (p.kv_type == KOSMOS2_KV_AUTO) c->kv_dt = kosmos2__text_quantized(m) ? KOSMOS2__F16 : KOSMOS2__F32;
+    else c->kv_dt = p.kv_type == KOSMOS2_KV_F16 ? KOSMOS2__F16 : KOSMOS2__F32;
     c->image_embeds = (float *)kosmos2__calloc((size_t)m->cfg.latent_query_num * (size_t)m->cfg.text_hidden, sizeof(float));
     if (!c->image_embeds) { KOSMOS2_FREE(c); return KOSMOS2_E_NOMEM; }
     *out = c;
     return 0;
+}
+
+int kosmos2_context_kv_type(const kosmos2_context *ctx) {
+    if (!ctx) return 0;
+    return ctx->kv_dt == KOSMOS2__F16 ? KOSMOS2_KV_F16 : KOSMOS2_KV_F32;
 }
 
 void kosmos2_context_free(kosmos2_context *c) {
@@ -5808,7 +5901,7 @@ static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__visi
     if ((rc = kosmos2__linear_fwd(q, a, N, &L->q, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(k, a, N, &L->k, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(v, a, N, &L->v, nt)) != 0) return rc;
-    if ((rc = kosmos2__attention(ctx, q, Dv, scale, k, v, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
+    if ((rc = kosmos2__attention(ctx, q, Dv, scale, k, v, KOSMOS2__F32, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(a, ctx, N, &L->o, nt)) != 0) return rc;
     kosmos2__add(h, a, N * Dv, nt);
     kosmos2__layernorm(a, h, N, Dv, &L->ln2, c->vision_eps, nt);
@@ -5881,7 +5974,7 @@ static int kosmos2__resampler_fwd(const kosmos2_model *m, const float *h, float 
     memcpy(kv + N * D, m->latent_query, (size_t)(Q * D) * sizeof(float));
     if ((rc = kosmos2__linear_fwd(kv, x, N, &m->dense, nt)) == 0 && (rc = kosmos2__linear_fwd(q, m->latent_query, Q, &m->xq, nt)) == 0) {
         if ((rc = kosmos2__linear_fwd(k, kv, N + Q, &m->xk, nt)) == 0 && (rc = kosmos2__linear_fwd(v, kv, N + Q, &m->xv, nt)) == 0 &&
-            (rc = kosmos2__attention(ctx, q, D, scale, k, v, D, Q, N + Q, c->text_heads, hd, 0, 0, nt)) == 0)
+            (rc = kosmos2__attention(ctx, q, D, scale, k, v, KOSMOS2__F32, D, Q, N + Q, c->text_heads, hd, 0, 0, nt)) == 0)
             rc = kosmos2__linear_fwd(out, ctx, Q, &m->xo, nt);
     }
     KOSMOS2_FREE(buf);
@@ -5974,11 +6067,18 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     }
     for (l = 0, rc = 0; l < c->text_layers && rc == 0; l++) {
         const kosmos2__text_layer *L = &m->tl[l];
-        float *kc = kv->k[l] + (int64_t)p0 * D, *vc = kv->v[l] + (int64_t)p0 * D; /* this step's cache rows */
         kosmos2__layernorm(a, h, T, D, &L->attn_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(q, a, T, &L->q, nt)) != 0) break;
-        if ((rc = kosmos2__linear_fwd(kc, a, T, &L->k, nt)) != 0 || (rc = kosmos2__linear_fwd(vc, a, T, &L->v, nt)) != 0) break;
-        if ((rc = kosmos2__attention(ctxv, q, D, scale, kv->k[l], kv->v[l], D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
+        if (ctx->kv_dt == KOSMOS2__F32) { /* keys and values straight into this step's cache rows */
+            if ((rc = kosmos2__linear_fwd((float *)kv->k[l] + (int64_t)p0 * D, a, T, &L->k, nt)) != 0 ||
+                (rc = kosmos2__linear_fwd((float *)kv->v[l] + (int64_t)p0 * D, a, T, &L->v, nt)) != 0) break;
+        } else { /* float16 cache: through ctxv [T, D] (free until the attention), rounded into the rows */
+            if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->k, nt)) != 0) break;
+            kosmos2__kv_narrow((uint16_t *)kv->k[l] + (int64_t)p0 * D, ctxv, T * D);
+            if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->v, nt)) != 0) break;
+            kosmos2__kv_narrow((uint16_t *)kv->v[l] + (int64_t)p0 * D, ctxv, T * D);
+        }
+        if ((rc = kosmos2__attention(ctxv, q, D, scale, kv->k[l], kv->v[l], ctx->kv_dt, D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
         kosmos2__layernorm(ctxv, ctxv, T, D, &L->inner_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(a, ctxv, T, &L->o, nt)) != 0) break;
         kosmos2__add(h, a, T * D, nt);
@@ -6141,7 +6241,7 @@ static int kosmos2__check_prompt(kosmos2_context *ctx, const int32_t *ids, const
         return kosmos2__fail(KOSMOS2_E_LIMIT, "prompt (%d tokens) + max_new_tokens (%d) exceeds the context limit of %d positions", n, p->max_new_tokens, ctx->max_ctx);
     {   /* the KV memory this generation will need at most, before any of it is allocated */
         double seqs = p->num_beams > 1 ? 2.0 * p->num_beams : 1.0;
-        double need = seqs * (double)(n + p->max_new_tokens) * (double)kosmos2__kv_bytes_per_pos(c);
+        double need = seqs * (double)(n + p->max_new_tokens) * (double)kosmos2__kv_bytes_per_pos(c, ctx->kv_dt);
         if (need + (p->num_beams > 1 ? (double)ctx->kv_bytes : 0.0) > (double)ctx->max_kv_bytes)
             return kosmos2__fail(KOSMOS2_E_LIMIT, "this generation needs up to %.1f MiB of KV cache, over this context's limit of %.1f MiB (kosmos2_context_params.max_kv_bytes)",
                                  need / 1048576.0, (double)ctx->max_kv_bytes / 1048576.0);

@@ -225,6 +225,7 @@ static int box_groups_normalise(const box_group *g, int n, int width, int height
 typedef struct gen_options {
     const char *model_dir, *image_path, *prompt, *output_png, *dump_dir;
     int max_new_tokens, threads, beams, ctx_size, no_repeat_ngram, json;
+    int kv_type;                 /* KOSMOS2_KV_AUTO / _F32 / _F16 (--kv) */
     int sampling, have_top_k, have_top_p, have_seed;
     double temperature, top_p;
     int top_k;
@@ -284,6 +285,14 @@ static int parse_gen_options(int argc, char **argv, gen_options *o) {
         }
         if ((r = VALUE("--ctx-size", "-c")) != 0) {
             if (r == EXIT_USAGE || parse_int(a, v, 1, INT_MAX, &o->ctx_size)) return EXIT_USAGE;
+            continue;
+        }
+        if ((r = VALUE("--kv", NULL)) != 0) {
+            if (r == EXIT_USAGE) return r;
+            if (!strcmp(v, "auto")) o->kv_type = KOSMOS2_KV_AUTO;
+            else if (!strcmp(v, "f32")) o->kv_type = KOSMOS2_KV_F32;
+            else if (!strcmp(v, "f16")) o->kv_type = KOSMOS2_KV_F16;
+            else return usage_error("%s: '%s' is not a KV cache type (f32, f16 or auto)", a, v);
             continue;
         }
         if ((r = VALUE("--beams", NULL)) != 0) {
@@ -869,6 +878,7 @@ static int cmd_generate(int argc, char **argv) {
     if (kosmos2_model_load(o.model_dir, &mp, &model)) { rc = library_error("cannot load the model"); goto end; }
     cp.n_threads = o.threads;
     cp.max_ctx = o.ctx_size;
+    cp.kv_type = o.kv_type;
     if (kosmos2_context_new(model, &cp, &ctx)) { rc = library_error("cannot create a context"); goto end; }
     if (o.image_path && kosmos2_image_load_file(o.image_path, 0, &img)) { rc = library_error("cannot read the image"); goto end; }
     t_load = now_ms() - t0;
@@ -888,7 +898,7 @@ static int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "kosmos2: loaded %s in %.1f ms", o.model_dir, t_load);
     if (o.image_path) fprintf(stderr, "; image %s is %dx%d", o.image_path, img.width, img.height);
     else fprintf(stderr, "; no --image: text only");
-    fprintf(stderr, "; prompt %d tokens\n", n_prompt);
+    fprintf(stderr, "; prompt %d tokens; KV cache %s\n", n_prompt, kosmos2_context_kv_type(ctx) == KOSMOS2_KV_F16 ? "f16" : "f32");
     if (o.dump_dir && (rc = dump_stages(ctx, model, &img, prompt_ids, mask, n_prompt, o.dump_dir)) != 0) goto end;
 
     /* generate, streaming to stdout */
@@ -1217,6 +1227,9 @@ static void print_help(FILE *f) {
         "  -t, --threads N          threads (default 0 = all cores)\n"
         "  -c, --ctx-size N         cap on positions, prompt + generated (default: the model's\n"
         "                           max_position_embeddings, 2048 for Kosmos-2)\n"
+        "      --kv f32|f16|auto    element type of the KV cache (default auto: f32 for float weights,\n"
+        "                           exact; f16 when the text decoder is quantized q8_0/q4_0). f16\n"
+        "                           halves the cache's memory; logits are then no longer exact\n"
         "      --beams K            beam search with K beams (default 1 = greedy)\n"
         "      --temp T             sample with temperature T (default: greedy; T = 0 is greedy)\n"
         "      --top-k K            sampling: keep the K most likely tokens (default 0 = off)\n"

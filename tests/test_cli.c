@@ -650,6 +650,9 @@ static void test_cli_errors(void) {
         {"-m tests/fixtures/tiny_f32 --temp 0.5 --top-p 1.5", 2, "--top-p: must be in (0, 1]"},
         {"-m tests/fixtures/tiny_f32 --top-k 5", 2, "only apply when sampling"},
         {"-m tests/fixtures/tiny_f32 --temp 0.7 --beams 2", 2, "cannot be combined"},
+        {"-m tests/fixtures/tiny_f32 --kv bogus", 2, "--kv: 'bogus' is not a KV cache type (f32, f16 or auto)"},
+        {"-m tests/fixtures/tiny_f32 --kv=F16", 2, "--kv=F16: 'F16' is not a KV cache type"},
+        {"-m tests/fixtures/tiny_f32 --kv", 2, "option '--kv' needs a value"},
         {"-m tests/fixtures/tiny_f32 --box 1,2 -p '<phrase>a</phrase>'", 2, "--box '1,2': expected x1,y1,x2,y2"},
         {"-m tests/fixtures/tiny_f32 --box 0.1,0.2,0.3,0.4,0.5 -p '<phrase>a</phrase>'", 2, "expected x1,y1,x2,y2"},
         {"-m tests/fixtures/tiny_f32 --box 0.5,0.2,0.3,0.4 -p '<phrase>a</phrase>'", 2, "x2 > x1 and y2 > y1"},
@@ -704,10 +707,44 @@ static void test_cli_errors(void) {
     }
 }
 
+/* --kv f16: greedy and 3-beam ids of case0 and case4 are still transformers' (the library tests
+ * bound the logit error); --kv f32 / auto say which cache they use on stderr. */
+static void test_cli_kv_type(void) {
+    static const int cases[2] = {0, 4};
+    int c;
+    cli__setup();
+    for (c = 0; c < 2; c++) {
+        kosmos2__json ref, out;
+        if (cli__run_case("tests/fixtures/tiny_f32", NULL, cases[c], 1, "--kv f16", &ref, &out) == 0)
+            CHECK(cli__same_numbers(kosmos2__json_get(&out, "ids"), kosmos2__json_get(&ref, "greedy_ids")), "--kv f16 case%d: ids %s, expected %s",
+                  cases[c], cli__fmt_numbers(kosmos2__json_get(&out, "ids")), cli__fmt_numbers(kosmos2__json_get(&ref, "greedy_ids")));
+        kosmos2__json_free(&ref);
+        kosmos2__json_free(&out);
+        if (cli__run_case("tests/fixtures/tiny_f32", NULL, cases[c], 3, "--kv=f16", &ref, &out) == 0)
+            CHECK(cli__same_numbers(kosmos2__json_get(&out, "ids"), kosmos2__json_get(&ref, "beam3_ids")), "--kv f16 --beams 3 case%d: ids %s, expected %s",
+                  cases[c], cli__fmt_numbers(kosmos2__json_get(&out, "ids")), cli__fmt_numbers(kosmos2__json_get(&ref, "beam3_ids")));
+        kosmos2__json_free(&ref);
+        kosmos2__json_free(&out);
+    }
+    {
+        static const struct { const char *flag, *says; } k[] = {{"", "KV cache f32"}, {"--kv auto", "KV cache f32"}, {"--kv f32", "KV cache f32"},
+                                                                {"--kv f16", "KV cache f16"}};
+        size_t i;
+        for (i = 0; i < sizeof k / sizeof k[0]; i++) {
+            char cmd[1024];
+            cli__run r;
+            snprintf(cmd, sizeof cmd, "%s -m tests/fixtures/tiny_f32 -p 'An image of' -n 2 -t 1 %s", cli__bin(), k[i].flag);
+            cli__exec(cmd, &r);
+            CHECK(r.status == 0 && strstr(r.err, k[i].says), "'%s': exit %d, stderr '%s'", k[i].flag, r.status, r.err);
+            cli__run_free(&r);
+        }
+    }
+}
+
 /* --help names every flag and exits 0; --version; no arguments: help on stderr, exit 2. */
 static void test_cli_help_version(void) {
     static const char *flags[] = {"-m, --model", "-i, --image", "-p, --prompt", "-n, --max-new-tokens", "--box ", "--box-px", "-t, --threads",
-                                  "-c, --ctx-size", "--beams", "--temp", "--top-k", "--top-p", "--seed", "--no-repeat-ngram", "--json",
+                                  "-c, --ctx-size", "--kv f32|f16|auto", "--beams", "--temp", "--top-k", "--top-p", "--seed", "--no-repeat-ngram", "--json",
                                   "-o, --output", "--dump-dir", "--keep-special", "--out", "--help", "--version", "tokenize", "detokenize",
                                   "preprocess", "default 128", "<grounding>An image of", "BOXES", "EXIT STATUS"};
     char cmd[1024];
@@ -877,6 +914,7 @@ static void tests_cli(void) {
     RUN(test_cli_errors);
     RUN(test_cli_json_matches_transformers);
     RUN(test_cli_beams_and_threads);
+    RUN(test_cli_kv_type);
     RUN(test_cli_streamed_output);
     RUN(test_cli_text_only);
     RUN(test_cli_gguf_model);

@@ -312,7 +312,7 @@ static void test_model_limits(void) {
     {   /* the KV memory limit: refused before anything is allocated, for greedy and for beams */
         kosmos2_context *small = NULL;
         kosmos2_context_params sp = kosmos2_context_default_params();
-        size_t per = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m));
+        size_t per = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m), KOSMOS2__F32);
         sp.max_kv_bytes = per * 100; /* 100 positions: enough for 71 + 9, not for 3 beams */
         CHECK_OK(kosmos2_context_new(m, &sp, &small));
         CHECK_OK(kosmos2_encode_image(small, px, NULL, NULL));
@@ -334,6 +334,358 @@ static void test_model_limits(void) {
     kosmos2_model_free(m);
 }
 
+
+/* ---- float16 KV cache (kosmos2_context_params.kv_type) ------------------------------------- */
+
+/* A context on m with kv_type (and n_threads, max_kv_bytes); NULL on failure (CHECKed). */
+static kosmos2_context *test_kv_context(const kosmos2_model *m, int kv_type, int n_threads, size_t max_kv_bytes) {
+    kosmos2_context *ctx = NULL;
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    cp.kv_type = kv_type;
+    cp.n_threads = n_threads;
+    cp.max_kv_bytes = max_kv_bytes;
+    CHECK_OK(kosmos2_context_new(m, &cp, &ctx));
+    return ctx;
+}
+
+/* Max |a - b| / max|b| (the error relative to the largest logit). */
+static double test_max_err_rel_max(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > num) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return num / (den > 0 ? den : 1);
+}
+
+/* KOSMOS2_KV_AUTO is float32 on float checkpoints (the exact path every other test checks) and
+ * float16 on a quantized GGUF; a float16 cache stores exactly the rounded float32 keys and values
+ * (layer 0 sees the same inputs either way); kv_type out of range is refused. */
+static void test_model_kv_type_choice(void) {
+    kosmos2_model *m = NULL, *q = NULL;
+    kosmos2_context *a = NULL, *f = NULL, *h = NULL;
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    test_case tc;
+    size_t npx, i, D;
+    float *px;
+    int rc, bad = 0;
+    CHECK(cp.kv_type == KOSMOS2_KV_AUTO && KOSMOS2_KV_AUTO == 0, "default kv_type is AUTO (0)");
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m || test_load_case("tests/fixtures/tiny_f32/ref/case0", &tc)) { CHECK(0, "fixture"); kosmos2_model_free(m); return; }
+    D = (size_t)kosmos2_model_config(m)->text_hidden;
+    a = test_kv_context(m, KOSMOS2_KV_AUTO, 1, 0);
+    f = test_kv_context(m, KOSMOS2_KV_F32, 1, 0);
+    h = test_kv_context(m, KOSMOS2_KV_F16, 1, 0);
+    CHECK(kosmos2_context_kv_type(a) == KOSMOS2_KV_F32, "auto on float32 weights: %d", kosmos2_context_kv_type(a));
+    CHECK(kosmos2_context_kv_type(f) == KOSMOS2_KV_F32 && kosmos2_context_kv_type(h) == KOSMOS2_KV_F16, "explicit types");
+    CHECK(kosmos2_context_kv_type(NULL) == 0, "NULL context");
+    px = test_npy("tests/fixtures/tiny_f32/ref/case0", "pixel_values.npy", &npx);
+    if (f && h && px) {
+        CHECK_OK(kosmos2_encode_image(f, px, NULL, NULL));
+        CHECK_OK(kosmos2_encode_image(h, px, NULL, NULL));
+        CHECK_OK(kosmos2_decode(f, tc.prompt, tc.n_prompt, tc.mask, NULL));
+        CHECK_OK(kosmos2_decode(h, tc.prompt, tc.n_prompt, tc.mask, NULL));
+        for (i = 0; i < (size_t)tc.n_prompt * D; i++) {
+            bad += ((const uint16_t *)h->kv.k[0])[i] != kosmos2__f32_to_f16(((const float *)f->kv.k[0])[i]);
+            bad += ((const uint16_t *)h->kv.v[0])[i] != kosmos2__f32_to_f16(((const float *)f->kv.v[0])[i]);
+        }
+        CHECK(bad == 0, "layer 0: %d float16 cache values are not the rounded float32 ones", bad);
+        CHECK((h->kv_bytes - (size_t)h->kv.cap * 4) * 2 == f->kv_bytes - (size_t)f->kv.cap * 4 && h->kv.cap == f->kv.cap,
+              "float16 keys and values take half the bytes (%zu vs %zu)", h->kv_bytes, f->kv_bytes);
+    }
+    kosmos2_context_free(a); kosmos2_context_free(f); kosmos2_context_free(h);
+    a = NULL;
+    cp.kv_type = 3;
+    rc = kosmos2_context_new(m, &cp, &a);
+    CHECK(rc == KOSMOS2_E_INVALID && a == NULL && strstr(kosmos2_last_error(), "kv_type"), "kv_type 3: rc %d '%s'", rc, kosmos2_last_error());
+    cp.kv_type = -1;
+    rc = kosmos2_context_new(m, &cp, &a);
+    CHECK(rc == KOSMOS2_E_INVALID && a == NULL, "kv_type -1: rc %d", rc);
+    /* a q8_0 model: AUTO picks float16 */
+    CHECK(test_make_random_checkpoint("build/tmp/random_q", test_random_q_config, 7) == 0, "random checkpoint");
+    {
+        kosmos2_model *r = NULL;
+        CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &r));
+        if (r) CHECK_OK(kosmos2_model_save_gguf(r, "build/tmp/random_kv_q8_0.gguf", "q8_0", NULL, NULL));
+        kosmos2_model_free(r);
+    }
+    CHECK_OK(kosmos2_model_load("build/tmp/random_kv_q8_0.gguf", NULL, &q));
+    if (q) {
+        a = test_kv_context(q, KOSMOS2_KV_AUTO, 1, 0);
+        f = test_kv_context(q, KOSMOS2_KV_F32, 1, 0);
+        CHECK(kosmos2_context_kv_type(a) == KOSMOS2_KV_F16, "auto on q8_0 weights: %d", kosmos2_context_kv_type(a));
+        CHECK(kosmos2_context_kv_type(f) == KOSMOS2_KV_F32, "f32 asked on q8_0 weights");
+        kosmos2_context_free(a); kosmos2_context_free(f);
+    }
+    free(px);
+    kosmos2_model_free(q);
+    kosmos2_model_free(m);
+}
+
+/* The float16 cache's rounding (kosmos2__kv_narrow) gives kosmos2__f32_to_f16's bits on every
+ * kernel path (F16C on AVX2 / AVX-512): every float16 value, the ties halfway between neighbours
+ * and the floats either side of them, float32 subnormals, overflow, infinities, NaN payloads
+ * (alone and inside groups of 8), an odd length for the tail. */
+static void test_model_kv_narrow_paths(void) {
+    int64_t n = 0, cap = 65536 * 4 + 64, i;
+    float *x = (float *)malloc((size_t)cap * 4);
+    uint16_t *got = (uint16_t *)malloc((size_t)cap * 2);
+    uint32_t h, bits;
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    static const uint32_t special[] = {0x7f800001u, 0xffc00000u, 0x7fc12345u, 0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x477ff000u, 0x477fefffu,
+                                       0x00000001u, 0x80000001u, 0x007fffffu, 0x33000000u, 0x33000001u, 0xb3000000u, 0x80000000u};
+    for (h = 0; h < 65536; h++) {
+        float f = kosmos2__f16_to_f32((uint16_t)h);
+        x[n++] = f;
+        if ((h & 0x7fff) < 0x7bff) { /* the tie between h and the next value away from zero (exact in float32) */
+            float mid = (float)(((double)f + kosmos2__f16_to_f32((uint16_t)(h + 1))) / 2);
+            x[n++] = mid;
+            x[n++] = nextafterf(mid, 0.0f);
+            x[n++] = nextafterf(mid, mid > 0 ? INFINITY : -INFINITY);
+        }
+    }
+    for (i = 0; i < (int64_t)(sizeof special / sizeof special[0]); i++) { bits = special[i]; memcpy(&x[n++], &bits, 4); }
+    for (; n < cap - 1; n++) x[n] = ldexpf(tk__rand(), (int)(n % 50) - 30);
+    for (i = 0; i < n; i += 997) { bits = 0x7fc00000u | (uint32_t)i; memcpy(&x[i], &bits, 4); } /* NaNs among finite values */
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        memset(got, 0x55, (size_t)cap * 2);
+        kosmos2__kv_narrow(got, x, n);
+        for (i = 0; i < n; i++)
+            if (got[i] != kosmos2__f32_to_f16(x[i]) && bad++ < 5) {
+                memcpy(&bits, &x[i], 4);
+                CHECK(0, "%s: 0x%08x -> 0x%04x, want 0x%04x", kosmos2__isa_name(isa), bits, got[i], kosmos2__f32_to_f16(x[i]));
+            }
+        CHECK(got[n] == 0x5555, "%s: wrote past the end", kosmos2__isa_name(isa));
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d values differ", bad);
+    printf("    %lld values, ISAs scalar..%s\n", (long long)n, kosmos2__isa_name(best));
+    free(x); free(got);
+}
+
+/* Float16 vs float32 KV cache on every fixture case: prompt logits and the next 4 decode steps
+ * (fed the reference greedy ids), and 48 greedy tokens against transformers' ids.
+ * Measured (2026-12-04, both fixtures, worst case over the 5 steps): relative RMS 1.7e-5 .. 2.5e-5
+ * (tiny_f32), 3.9e-5 .. 6.3e-5 (tiny_bf16); max |error| / max |logit| <= 7.2e-5. The bounds are
+ * about 4x that. The greedy ids were transformers' in all 10 cases (the float32 ids are asserted
+ * elsewhere; float16 keys and values do not move these logits enough to change an argmax). */
+static void test_model_kv_f16_accuracy(void) {
+    int mi, ci;
+    double worst_rms = 0, worst_max = 0;
+    int greedy_same = 0, greedy_total = 0;
+    for (mi = 0; mi < 2; mi++) {
+        kosmos2_model *m = NULL;
+        kosmos2_context *f = NULL, *h = NULL;
+        int V;
+        CHECK_OK(kosmos2_model_load(test_models[mi], NULL, &m));
+        if (!m) continue;
+        V = kosmos2_model_config(m)->vocab_size;
+        f = test_kv_context(m, KOSMOS2_KV_F32, 0, 0);
+        h = test_kv_context(m, KOSMOS2_KV_F16, 0, 0);
+        for (ci = 0; ci < 8 && f && h; ci++) {
+            char dir[512];
+            test_case tc;
+            size_t npx;
+            float *px, *lf = (float *)malloc((size_t)V * 4), *lh = (float *)malloc((size_t)V * 4);
+            double rms = 0, mx = 0;
+            int32_t out[256];
+            int s, n = 0, same, i;
+            kosmos2_generate_params gp = kosmos2_generate_default_params();
+            snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[mi], ci);
+            if (test_load_case(dir, &tc)) { free(lf); free(lh); break; }
+            px = test_npy(dir, "pixel_values.npy", &npx);
+            if (!px) { CHECK(0, "%s: pixels", dir); free(lf); free(lh); continue; }
+            CHECK_OK(kosmos2_encode_image(f, px, NULL, NULL));
+            CHECK_OK(kosmos2_encode_image(h, px, NULL, NULL));
+            kosmos2_kv_clear(f); kosmos2_kv_clear(h);
+            for (s = 0; s < 5; s++) { /* s = 0: the prompt (prefill path); then single tokens (decode path) */
+                double e1, e2;
+                if (s == 0) {
+                    CHECK_OK(kosmos2_decode(f, tc.prompt, tc.n_prompt, tc.mask, lf));
+                    CHECK_OK(kosmos2_decode(h, tc.prompt, tc.n_prompt, tc.mask, lh));
+                } else {
+                    CHECK_OK(kosmos2_decode(f, &tc.greedy[s - 1], 1, NULL, lf));
+                    CHECK_OK(kosmos2_decode(h, &tc.greedy[s - 1], 1, NULL, lh));
+                }
+                e1 = test_rel_rms(lh, lf, V);
+                e2 = test_max_err_rel_max(lh, lf, (size_t)V);
+                if (e1 > rms) rms = e1;
+                if (e2 > mx) mx = e2;
+            }
+            CHECK(rms > 0, "%s: float16 keys and values changed nothing", dir);
+            CHECK(rms < 3e-4, "%s: f16 vs f32 KV logits relative RMS %.3e", dir, rms);
+            CHECK(mx < 3e-4, "%s: f16 vs f32 KV logits max error / max |logit| %.3e", dir, mx);
+            gp.max_new_tokens = 48;
+            CHECK_OK(kosmos2_generate_ids(h, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 256, &n));
+            for (same = n == tc.n_greedy, i = 0; same && i < n; i++) same = out[i] == tc.greedy[i];
+            CHECK(same, "%s: greedy ids with a float16 KV cache differ from transformers' (%d vs %d tokens; first mismatch at %d)", dir, n,
+                  tc.n_greedy, i - 1);
+            greedy_same += same;
+            greedy_total++;
+            printf("    %s case%d: f16 vs f32 KV logits: rel RMS %.2e, max err / max |logit| %.2e; greedy 48 %s\n", test_models[mi], ci, rms,
+                   mx, same ? "= transformers" : "differs from transformers");
+            if (rms > worst_rms) worst_rms = rms;
+            if (mx > worst_max) worst_max = mx;
+            free(px); free(lf); free(lh);
+        }
+        kosmos2_context_free(f); kosmos2_context_free(h);
+        kosmos2_model_free(m);
+    }
+    printf("    worst: rel RMS %.2e, max %.2e; greedy ids = transformers' in %d of %d cases\n", worst_rms, worst_max, greedy_same, greedy_total);
+}
+
+
+/* Float16 KV cache on a random model big enough that the attention's parallel paths run (prefill:
+ * heads over threads; decode of 7 tokens at once: (query, head) jobs over threads): prompt logits,
+ * a 7-token chunk's logits and 16 greedy ids are bit-identical for 1 and 2 threads and for every
+ * kernel ISA (scalar, AVX2, AVX-512 as the CPU allows). Also the f16 vs f32 error on this model. */
+static void test_model_kv_f16_paths(void) {
+    enum { V = 2037 };
+    kosmos2_model *m = NULL;
+    kosmos2_image img;
+    unsigned char rgb[50 * 40 * 3];
+    float px[3 * 28 * 28], *ref = NULL, *lg = (float *)malloc(2 * V * 4), *l32 = (float *)malloc(2 * V * 4);
+    int32_t ids[128], gen[24], gen0[24], chunk[7] = {17, 250, 33, 1024, 5, 77, 901};
+    uint8_t mask[128];
+    int n, k, isa, t, ng = 0, ng0 = -1, best = kosmos2__kernels_set_isa(-1), runs = 0;
+    CHECK(test_make_random_checkpoint("build/tmp/random_q", test_random_q_config, 7) == 0, "random checkpoint");
+    CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &m));
+    if (!m) { free(lg); free(l32); return; }
+    for (k = 0; k < (int)sizeof rgb; k++) rgb[k] = (unsigned char)(k * 31 + (k >> 7));
+    CHECK_OK(kosmos2_image_from_pixels(rgb, 50, 40, 3, 0, &img));
+    CHECK_OK(kosmos2_image_preprocess(&img, kosmos2_model_preprocess_config(m), px));
+    n = kosmos2_prompt_ids(kosmos2_model_tokenizer(m), "<grounding>An image of", 64, ids, mask, 128);
+    for (isa = 0; isa <= best; isa++) {
+        kosmos2__kernels_set_isa(isa);
+        for (t = 1; t <= 2; t++) {
+            kosmos2_context *ctx = test_kv_context(m, KOSMOS2_KV_F16, t, 0);
+            kosmos2_generate_params gp = kosmos2_generate_default_params();
+            if (!ctx) continue;
+            CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+            CHECK_OK(kosmos2_decode(ctx, ids, n, mask, lg));
+            CHECK_OK(kosmos2_decode(ctx, chunk, 7, NULL, lg + V));
+            gp.max_new_tokens = 16;
+            CHECK_OK(kosmos2_generate_ids(ctx, ids, mask, n, &gp, gen, 24, &ng));
+            if (!ref) {
+                ref = (float *)malloc(2 * V * 4);
+                memcpy(ref, lg, 2 * V * 4);
+                memcpy(gen0, gen, sizeof gen);
+                ng0 = ng;
+            } else {
+                CHECK(memcmp(ref, lg, V * 4) == 0, "%s, %d threads: prompt logits differ", kosmos2__isa_name(isa), t);
+                CHECK(memcmp(ref + V, lg + V, V * 4) == 0, "%s, %d threads: 7-token chunk logits differ", kosmos2__isa_name(isa), t);
+                CHECK(ng == ng0 && memcmp(gen, gen0, (size_t)ng * 4) == 0, "%s, %d threads: greedy ids differ", kosmos2__isa_name(isa), t);
+            }
+            runs++;
+            kosmos2_context_free(ctx);
+        }
+    }
+    kosmos2__kernels_set_isa(-1);
+    printf("    %d runs (ISAs scalar..%s x 1, 2 threads) bit-identical\n", runs, kosmos2__isa_name(best));
+    {   /* the error of float16 keys and values on this model (hd 64) */
+        kosmos2_context *ctx = test_kv_context(m, KOSMOS2_KV_F32, 0, 0);
+        if (ctx && ref) {
+            double e0, e1;
+            CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+            CHECK_OK(kosmos2_decode(ctx, ids, n, mask, l32));
+            CHECK_OK(kosmos2_decode(ctx, chunk, 7, NULL, l32 + V));
+            e0 = test_rel_rms(ref, l32, V);
+            e1 = test_rel_rms(ref + V, l32 + V, V);
+            printf("    random model (D 128, hd 64): f16 vs f32 KV logits rel RMS: prompt %.2e, 7-token chunk %.2e\n", e0, e1);
+            CHECK(e0 > 0 && e0 < 1e-4 && e1 < 1e-4, "f16 KV error: %.3e %.3e", e0, e1); /* measured 2.2e-5, 1.1e-5 */
+        }
+        kosmos2_context_free(ctx);
+    }
+    free(ref); free(lg); free(l32);
+    kosmos2_image_free(&img);
+    kosmos2_model_free(m);
+}
+
+/* Beam search copies float16 caches between beams: it runs, repeats itself exactly (same context
+ * again, a fresh context with 2 threads), and gives the float32 cache's ids on the fixtures. */
+static void test_model_kv_f16_beam(void) {
+    kosmos2_model *m = NULL;
+    int ci;
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m) return;
+    for (ci = 0; ci < 5; ci += 4) {
+        char dir[256];
+        test_case tc;
+        size_t npx;
+        float *px;
+        int32_t o1[64], o2[64], o3[64];
+        int n1 = 0, n2 = 0, n3 = 0, same;
+        kosmos2_context *a = test_kv_context(m, KOSMOS2_KV_F16, 1, 0), *b = test_kv_context(m, KOSMOS2_KV_F16, 2, 0);
+        kosmos2_generate_params gp = kosmos2_generate_default_params();
+        snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[0], ci);
+        if (test_load_case(dir, &tc) || !a || !b) { CHECK(0, "fixture %s", dir); kosmos2_context_free(a); kosmos2_context_free(b); continue; }
+        px = test_npy(dir, "pixel_values.npy", &npx);
+        CHECK_OK(kosmos2_encode_image(a, px, NULL, NULL));
+        CHECK_OK(kosmos2_encode_image(b, px, NULL, NULL));
+        gp.num_beams = 3;
+        gp.max_new_tokens = 48;
+        CHECK_OK(kosmos2_generate_ids(a, tc.prompt, tc.mask, tc.n_prompt, &gp, o1, 64, &n1));
+        CHECK_OK(kosmos2_generate_ids(a, tc.prompt, tc.mask, tc.n_prompt, &gp, o2, 64, &n2));
+        CHECK_OK(kosmos2_generate_ids(b, tc.prompt, tc.mask, tc.n_prompt, &gp, o3, 64, &n3));
+        CHECK(n1 > 0 && n1 <= 64, "%s: %d ids", dir, n1);
+        CHECK(n1 == n2 && !memcmp(o1, o2, (size_t)n1 * 4), "%s: beam search differs on the second run", dir);
+        CHECK(n1 == n3 && !memcmp(o1, o3, (size_t)n1 * 4), "%s: beam search differs with 2 threads", dir);
+        same = n1 == tc.n_beam3 && !memcmp(o1, tc.beam3, (size_t)n1 * 4);
+        CHECK(same, "%s: float16 KV beam-3 ids differ from transformers' (%d vs %d tokens)", dir, n1, tc.n_beam3);
+        CHECK(a->kv_bytes <= (size_t)a->kv.cap * kosmos2__kv_bytes_per_pos(kosmos2_model_config(m), KOSMOS2__F16),
+              "%s: beam caches released (%zu bytes held)", dir, a->kv_bytes);
+        free(px);
+        kosmos2_context_free(a); kosmos2_context_free(b);
+    }
+    kosmos2_model_free(m);
+}
+
+/* max_kv_bytes counts 2 bytes per value for a float16 cache: a limit of 100 float16 positions fits
+ * 71 + 9 positions in float16 but not in float32 (generation's up-front check, and kosmos2_decode's
+ * growth of the cache). */
+static void test_model_kv_f16_limit(void) {
+    kosmos2_model *m = NULL;
+    test_case tc;
+    size_t npx, per16, per32, limit;
+    float *px;
+    int32_t out[64];
+    int n = -1, rc;
+    kosmos2_context *h, *f;
+    kosmos2_generate_params gp = kosmos2_generate_default_params();
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m || test_load_case("tests/fixtures/tiny_f32/ref/case0", &tc)) { CHECK(0, "fixture"); kosmos2_model_free(m); return; }
+    per16 = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m), KOSMOS2__F16);
+    per32 = kosmos2__kv_bytes_per_pos(kosmos2_model_config(m), KOSMOS2__F32);
+    CHECK(per32 - 4 == 2 * (per16 - 4), "bytes per position: %zu (f16) %zu (f32)", per16, per32);
+    limit = per16 * 100;
+    CHECK(limit < per32 * 71, "the limit is below a float32 prompt");
+    h = test_kv_context(m, KOSMOS2_KV_F16, 1, limit);
+    f = test_kv_context(m, KOSMOS2_KV_F32, 1, limit);
+    px = test_npy("tests/fixtures/tiny_f32/ref/case0", "pixel_values.npy", &npx);
+    if (h && f && px) {
+        CHECK_OK(kosmos2_encode_image(h, px, NULL, NULL));
+        CHECK_OK(kosmos2_encode_image(f, px, NULL, NULL));
+        gp.max_new_tokens = 9; /* 71 + 9 = 80 positions */
+        CHECK_OK(kosmos2_generate_ids(h, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n));
+        CHECK(n == 9 && h->kv_bytes <= limit, "float16: %d ids, %zu KV bytes (limit %zu)", n, h->kv_bytes, limit);
+        rc = kosmos2_generate_ids(f, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+        CHECK(rc == KOSMOS2_E_LIMIT && n == 0 && strstr(kosmos2_last_error(), "max_kv_bytes"), "float32 generation: rc %d '%s'", rc, kosmos2_last_error());
+        kosmos2_kv_clear(h); kosmos2_kv_clear(f);
+        CHECK_OK(kosmos2_decode(h, tc.prompt, tc.n_prompt, tc.mask, NULL));
+        rc = kosmos2_decode(f, tc.prompt, tc.n_prompt, tc.mask, NULL);
+        CHECK(rc == KOSMOS2_E_LIMIT && strstr(kosmos2_last_error(), "max_kv_bytes") && f->kv_bytes == 0, "float32 decode: rc %d '%s'", rc, kosmos2_last_error());
+        gp.max_new_tokens = 30; /* 101 positions: over the limit in float16 too */
+        rc = kosmos2_generate_ids(h, tc.prompt, tc.mask, tc.n_prompt, &gp, out, 64, &n);
+        CHECK(rc == KOSMOS2_E_LIMIT && n == 0, "float16 over the limit: rc %d", rc);
+    }
+    free(px);
+    kosmos2_context_free(h); kosmos2_context_free(f);
+    kosmos2_model_free(m);
+}
+
 static void tests_model(void) {
     RUN(test_model_numerics);
     if (getenv("KOSMOS2_FULLSIZE")) RUN(test_model_fullsize);
@@ -344,4 +696,10 @@ static void tests_model(void) {
     RUN(test_model_thread_count_parallel_paths);
     RUN(test_model_two_contexts);
     RUN(test_model_limits);
+    RUN(test_model_kv_type_choice);
+    RUN(test_model_kv_narrow_paths);
+    RUN(test_model_kv_f16_accuracy);
+    RUN(test_model_kv_f16_paths);
+    RUN(test_model_kv_f16_beam);
+    RUN(test_model_kv_f16_limit);
 }
