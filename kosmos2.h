@@ -3722,12 +3722,14 @@ typedef void (*kosmos2__widen_fn)(const void *src, int dt, float *dst, int64_t n
 typedef struct {
     int64_t nb;      /* blocks per row = K / 32 */
     int64_t nbp;     /* block pairs per row = (nb + 1) / 2 */
-    float *d;        /* [M, nbp, 16] lanes 0-7: scale of block 2j, lanes 8-15: of block 2j+1 (or 0) */
-    int8_t *q;       /* [M, nb*32] quantized values in [-127, 127] */
-    int32_t *ns;     /* [M, nb*8] minus the sum of each group of 4 quantized values */
+    int64_t rs, rsp; /* row strides in blocks (>= nb) and in block pairs (>= nbp): padded so that
+                      * the rows of a tile do not fall in the same L1 sets (K = 4096: 4 KiB apart) */
+    float *d;        /* [M, rsp, 16] lanes 0-7: scale of block 2j, lanes 8-15: of block 2j+1 (or 0) */
+    int8_t *q;       /* [M, rs*32] quantized values in [-127, 127] */
+    int32_t *ns;     /* [M, rs*8] minus the sum of each group of 4 quantized values */
 } kosmos2__qacts;
 /* scale of block b of activation row m */
-#define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->nbp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
+#define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->rsp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
 /* A quantized tile kernel: y[r*ldy + c] for activation rows m0 + r of A and weight rows c
  * (w + c*wstride bytes, type dt = Q8_0 or Q4_0). pf != 0: while reading a weight block, also
  * prefetch the block pf bytes further (the next panel: rows of a few hundred bytes are too
@@ -3787,7 +3789,7 @@ static void kosmos2__tile_scalar(float *y, int64_t ldy, const float *x, int64_t 
 static float kosmos2__qdot_scalar(const uint8_t *w, int dt, const kosmos2__qacts *A, int64_t m) {
     float s[16] = {0};
     int64_t b;
-    const int8_t *aq = A->q + m * A->nb * KOSMOS2__QK;
+    const int8_t *aq = A->q + m * A->rs * KOSMOS2__QK;
     int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES;
     for (b = 0; b < A->nb; b++, w += bs, aq += KOSMOS2__QK) {
         int wq[KOSMOS2__QK], i, g;
@@ -3813,9 +3815,9 @@ static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A
 /* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A (reference). */
 static void kosmos2__quantize_act_row(const float *x, kosmos2__qacts *A, int64_t m) {
     uint8_t blk[KOSMOS2__Q8_0_BYTES];
-    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
-    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
-    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    float *d = A->d + m * A->rsp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->rs * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->rs * 8;           /* [nb, 8] */
     int64_t b;
     int i, g;
     for (i = 0; i < 16 && A->nbp > 0; i++) d[(A->nbp - 1) * 16 + i] = 0.0f; /* odd nb: no block 2j+1 */
@@ -3990,7 +3992,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t 
                                                               const float *bias, int64_t pf, const int R, const int C) {
     __m256 acc[2][2][2]; /* [r][c][b & 1] */
     const int64_t nb = A->nb;
-    const int8_t *aq = A->q + m0 * nb * KOSMOS2__QK;
+    const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
     int64_t b;
     int r, c;
     const int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES;
@@ -4009,7 +4011,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t 
             memcpy(&dh, blk, 2);
             dw = _cvtsh_ss(dh);
             KOSMOS2__UNROLL for (r = 0; r < R; r++) {
-                __m256i av = _mm256_loadu_si256((const __m256i *)(aq + r * nb * KOSMOS2__QK + b * KOSMOS2__QK));
+                __m256i av = _mm256_loadu_si256((const __m256i *)(aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK));
                 __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av));
                 __m256 d = _mm256_set1_ps(dw * KOSMOS2__QACT_D(A, m0 + r, b));
                 acc[r][c][h] = _mm256_fmadd_ps(d, p, acc[r][c][h]);
@@ -4057,9 +4059,9 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 float kosmos2__hmax8_avx2(__m256 a) {
     return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 static KOSMOS2__T_AVX2 void kosmos2__qact_avx2(const float *x, kosmos2__qacts *A, int64_t m) {
-    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
-    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
-    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    float *d = A->d + m * A->rsp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->rs * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->rs * 8;           /* [nb, 8] */
     const __m256 sgn = _mm256_set1_ps(-0.0f);
     int64_t b;
     int i;
@@ -4315,7 +4317,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int6
                                                                   const float *bias, int64_t pf, const int R, const int C) {
     __m512 acc[4][4], dw[4];
     __m512i wu[4];
-    const int64_t nb = A->nb, nbp = A->nbp;
+    const int64_t nb = A->nb;
     const int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES, sh = dt == KOSMOS2__Q8_0 ? 7 : 3;
     int64_t b = 0, j = 0;
     int r, c, pass;
@@ -4333,9 +4335,9 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int6
         }
         KOSMOS2__UNROLL for (r = 0; r < R; r++) {
             const int64_t m = m0 + r;
-            const int8_t *a = A->q + (m * nb + b) * KOSMOS2__QK;
-            const int32_t *ns = A->ns + (m * nb + b) * 8;
-            const __m512 dx = _mm512_loadu_ps(A->d + (m * nbp + j) * 16);
+            const int8_t *a = A->q + (m * A->rs + b) * KOSMOS2__QK;
+            const int32_t *ns = A->ns + (m * A->rs + b) * 8;
+            const __m512 dx = _mm512_loadu_ps(A->d + (m * A->rsp + j) * 16);
             __m512i av, init;
             if (two) {
                 av = _mm512_loadu_si512((const void *)a);
@@ -4382,9 +4384,9 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 __m128i kosmos2__qround16_avx512(__m512 t) {
     return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
 }
 static KOSMOS2__T_AVX512 void kosmos2__qact_avx512(const float *x, kosmos2__qacts *A, int64_t m) {
-    float *d = A->d + m * A->nbp * 16;             /* [nbp, 16] */
-    int8_t *q = A->q + m * A->nb * KOSMOS2__QK;    /* [nb, 32] */
-    int32_t *ns = A->ns + m * A->nb * 8;           /* [nb, 8] */
+    float *d = A->d + m * A->rsp * 16;             /* [nbp, 16] */
+    int8_t *q = A->q + m * A->rs * KOSMOS2__QK;    /* [nb, 32] */
+    int32_t *ns = A->ns + m * A->rs * 8;           /* [nb, 8] */
     const __m512i absm = _mm512_set1_epi32(0x7fffffff);
     int64_t b;
     int i;
@@ -4592,10 +4594,11 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     return KOSMOS2_OK;
 }
 
-/* One panel of c quantized weight rows times M quantized activation rows. */
-static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ldy, const kosmos2__qacts *A, int64_t M,
-                             const uint8_t *w, int64_t wstride, int dt, int64_t c, const float *bias, int64_t pf) {
-    int64_t m = 0, j;
+/* One panel of c quantized weight rows times the quantized activation rows m0 .. M-1 of A
+ * (y points at row 0). */
+static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                             int64_t M, const uint8_t *w, int64_t wstride, int dt, int64_t c, const float *bias, int64_t pf) {
+    int64_t m = m0, j;
     if (c == ks->QC)
         for (; m + ks->QR <= M; m += ks->QR, pf = 0) ks->qfull(y + m * ldy, ldy, A, m, w, wstride, dt, bias, pf);
     for (; m < M; m++, pf = 0) { /* (the first pass over the panel prefetches the next one) */
@@ -4607,7 +4610,10 @@ static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ld
 }
 
 /* y[M,N] = q8_0(x)[M,K] W^T + bias for Q8_0/Q4_0 weights: x is quantized once (in parallel over
- * rows), then panels of QC weight rows are distributed over the threads. */
+ * rows), then panels of QC weight rows are distributed over the threads, for one chunk of
+ * activation rows at a time: a quantized row takes about 3K bytes (values, lane-broadcast scales,
+ * group sums) and every panel reads the whole chunk, so a chunk is sized to stay in half the L2
+ * cache (the weights, read once per chunk, stream from memory anyway). */
 static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
                              int n_threads, const kosmos2__kernel_set *ks) {
     const int64_t N = W->rows, K = W->cols, C = ks->QC, np = (N + C - 1) / C, nb = K / KOSMOS2__QK;
@@ -4619,28 +4625,34 @@ static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2_
                              kosmos2__dtype_name(W->dtype), (long long)K);
     A.nb = nb;
     A.nbp = (nb + 1) / 2;
-    mem = kosmos2__alloc((size_t)(M * A.nbp) * 64 + (size_t)(M * nb) * (32 + KOSMOS2__QK));
+    A.rs = 2 * A.nbp + 2;   /* row strides: + 64 bytes of values, of sums and of scales */
+    A.rsp = A.nbp + 1;
+    mem = kosmos2__alloc((size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + KOSMOS2__QK));
     if (!mem) return KOSMOS2_E_NOMEM;
     A.d = (float *)mem;
-    A.ns = (int32_t *)(A.d + M * A.nbp * 16);
-    A.q = (int8_t *)(A.ns + M * nb * 8);
+    A.ns = (int32_t *)(A.d + M * A.rsp * 16);
+    A.q = (int8_t *)(A.ns + M * A.rs * 8);
     (void)n_threads;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * W->rows * K >= ((int64_t)1 << 18))
 #endif
     {
-        int64_t m, p;
+        int64_t m, p, m0, mc = kosmos2__l2_bytes() / (getenv("K2DIV") ? atoi(getenv("K2DIV")) : 2) / (3 * K);
+        mc = mc < ks->QR ? ks->QR : mc / ks->QR * ks->QR; /* activation rows per chunk */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (m = 0; m < M; m++) ks->qact(x + m * K, &A, m);
+        for (m0 = 0; m0 < M; m0 += mc) {
+            const int64_t m1 = M - m0 < mc ? M : m0 + mc;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (p = 0; p < np; p++) {
-            const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
-            kosmos2__panel_q(ks, y + n0, N, &A, M, (const uint8_t *)W->data + n0 * wbytes, wbytes, W->dtype, c,
-                             bias ? bias + n0 : NULL, p + 1 < np ? C * wbytes : 0);
+            for (p = 0; p < np; p++) {
+                const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
+                kosmos2__panel_q(ks, y + n0, N, &A, m0, m1, (const uint8_t *)W->data + n0 * wbytes, wbytes, W->dtype, c,
+                                 bias ? bias + n0 : NULL, p + 1 < np ? C * wbytes : 0);
+            }
         }
     }
     KOSMOS2_FREE(mem);

@@ -5,8 +5,8 @@
  *     thread reading its part as 4 sequential streams;
  *   - FMA peak: 16 independent chains of fused multiply-adds in registers only (AVX-512 / AVX2 /
  *     scalar: whichever width the kernels use);
- *   - matmul GFLOP/s (2*M*N*K flops) for the vision encoder (257x1024 -> 4096) and prefill
- *     (71x2048 -> 8192) shapes, per weight type;
+ *   - matmul GFLOP/s (2*M*N*K flops) for the vision encoder (257x1024 -> 4096, 257x4096 -> 1024)
+ *     and prefill (71x2048 -> 8192, 71x8192 -> 2048) shapes, per weight type;
  *   - matvec (M = 1, decoding) GB/s of weight bytes streamed, for W 2048x8192 and 8192x2048,
  *     cycling through >= 1.2 GB of copies so that the weights come from DRAM, not from cache.
  * Every figure is the best of a few runs, timed two ways: wall clock, and process CPU time
@@ -216,7 +216,7 @@ static bench_time bench_matvec(int dt, int64_t N, int64_t K, int nt) {
 
 int main(int argc, char **argv) {
     static const char *dts[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-    static const int64_t mm[2][3] = {{257, 4096, 1024}, {71, 8192, 2048}}; /* M, N, K */
+    static const int64_t mm[4][3] = {{257, 4096, 1024}, {257, 1024, 4096}, {71, 8192, 2048}, {71, 2048, 8192}}; /* M, N, K */
     static const int64_t mv[2][2] = {{2048, 8192}, {8192, 2048}};          /* N, K */
     int quick = argc > 1 && strcmp(argv[1], "quick") == 0, nt, dt, s;
     bench_time bw[3], peak[3];
@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
     }
     for (nt = quick ? 2 : 1; nt <= 2; nt++) {
         printf("-- %d thread(s)\n", nt);
-        for (s = 0; s < 2; s++)
+        for (s = 0; s < 4; s++)
             for (dt = 0; dt < 5; dt++) {
                 bench_time g = bench_matmul(dt, mm[s][0], mm[s][1], mm[s][2], nt);
                 printf("matmul %-4s %3lldx%lld -> %lld: %6.1f / %6.1f GFLOP/s = %3.0f%% / %3.0f%% of FMA peak\n", dts[dt],

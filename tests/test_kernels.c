@@ -368,6 +368,8 @@ static void test_kernels_quantize_act_paths(void) {
     kosmos2__qacts A;
     A.nb = NB;
     A.nbp = (NB + 1) / 2;
+    A.rs = NB;
+    A.rsp = A.nbp;
     A.d = (float *)malloc((size_t)A.nbp * 16 * 4);
     A.q = (int8_t *)malloc(K);
     A.ns = (int32_t *)malloc((size_t)NB * 8 * 4);
