@@ -4540,8 +4540,18 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     const int many = M >= ks->R && ks->R > 1;
     const int64_t kb = many ? (K < ks->KB ? K : ks->KB) : K;
     const int64_t ldb = kb + 16; /* buffer row stride: +64 bytes, so rows do not share L1 sets */
-    int64_t chunks = (M * K * 4) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0;
-    mc = (mc + ks->R - 1) / ks->R * ks->R; /* activation rows per chunk (about the L2 size, stays in L2) */
+    /* activation rows per chunk: a chunk's rows over one block of K stay in about the L2 size */
+    int64_t chunks = (M * kb * 4) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0, ldx = K;
+    /* many rows with K a multiple of 1024 (rows 4 KiB apart): the R rows of a tile would share
+     * L1 sets; a copy with rows 64 bytes longer avoids that (without memory: x as it is) */
+    float *xpad = many && K % 1024 == 0 ? (float *)kosmos2__alloc((size_t)(M * (K + 16)) * sizeof(float)) : NULL;
+    if (xpad) {
+        int64_t m;
+        for (m = 0; m < M; m++) memcpy(xpad + m * (K + 16), x + m * K, (size_t)K * sizeof(float));
+        x = xpad;
+        ldx = K + 16;
+    }
+    mc = (mc + ks->R - 1) / ks->R * ks->R;
     (void)n_threads;
     for (m0 = 0; m0 < M; m0 += mc) {
         const int64_t mr = M - m0 < mc ? M - m0 : mc;
@@ -4563,10 +4573,10 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
                 const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
                 const uint8_t *w = (const uint8_t *)W->data + n0 * wbytes;
                 float *yp = y + m0 * N + n0;
-                const float *xp = x + m0 * K, *bp = bias ? bias + n0 : NULL;
+                const float *xp = x + m0 * ldx, *bp = bias ? bias + n0 : NULL;
                 int64_t k0, j;
                 if (!buf) { /* weights as stored, all of K at once */
-                    kosmos2__panel_float(ks, yp, N, xp, K, mr, w, K, W->dtype, c, K, bp, NULL, KOSMOS2__T_FINISH, NULL);
+                    kosmos2__panel_float(ks, yp, N, xp, ldx, mr, w, K, W->dtype, c, K, bp, NULL, KOSMOS2__T_FINISH, NULL);
                     continue;
                 }
                 for (k0 = 0; k0 == 0 || k0 < K; k0 += kb) { /* blocks of K, in increasing k */
@@ -4584,13 +4594,14 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
                         next.bytes = kb * es;
                     }
                     for (j = 0; j < c; j++) ks->widen(w + j * wbytes + k0 * es, W->dtype, buf + j * ldb, kc);
-                    kosmos2__panel_float(ks, yp, N, xp + k0, K, mr, buf, ldb, KOSMOS2__F32, c, kc, bp, part, flags, &next);
+                    kosmos2__panel_float(ks, yp, N, xp + k0, ldx, mr, buf, ldb, KOSMOS2__F32, c, kc, bp, part, flags, &next);
                 }
             }
             KOSMOS2_FREE(bufmem);
             KOSMOS2_FREE(partmem);
         }
     }
+    KOSMOS2_FREE(xpad);
     return KOSMOS2_OK;
 }
 
