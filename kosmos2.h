@@ -3743,6 +3743,10 @@ typedef void (*kosmos2__qact_fn)(const float *x, kosmos2__qacts *A, int64_t m);
 /* Element-wise math in place on x [n]: exp, or an activation (see kosmos2__vm_ref). */
 enum { KOSMOS2__VM_EXP, KOSMOS2__VM_GELU, KOSMOS2__VM_QUICK_GELU, KOSMOS2__VM_SILU };
 typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
+/* Attention's weighted sum of values: o[d] = sum over s < S of p[s] * v[s*ldv + d], d < n; v of
+ * type dt (KOSMOS2__F32 or KOSMOS2__F16), each o[d] summed in increasing s with fused
+ * multiply-adds from 0 (every path: the same bits). */
+typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n);
 
 /* The kernels of one ISA: R x C tiles. full: R x C, float32 weights; row: 1 x C, any float
  * dtype; one: 1 x 1. The q* entries are the same for quantized weights. */
@@ -3756,6 +3760,7 @@ typedef struct {
     kosmos2__qtile_fn qfull, qrow, qone;
     kosmos2__qact_fn qact;
     kosmos2__vmath_fn vmath;
+    kosmos2__pv_fn pv;
 } kosmos2__kernel_set;
 
 /* ---------------------------------------------------------------- scalar reference path ---- */
@@ -3881,6 +3886,12 @@ static float kosmos2__vm_ref(float x, int op) {
 static void kosmos2__vmath_scalar(float *x, int64_t n, int op) {
     int64_t i;
     for (i = 0; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
+}
+static void kosmos2__pv_scalar(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n) {
+    int64_t s, d;
+    for (d = 0; d < n; d++) o[d] = 0.0f;
+    for (s = 0; s < S; s++)
+        for (d = 0; d < n; d++) o[d] = fmaf(p[s], kosmos2__load_w(v, dt, s * ldv + d), o[d]);
 }
 
 /* ------------------------------------------------------------------------------ AVX2 path -- */
@@ -4138,6 +4149,30 @@ static KOSMOS2__T_AVX2 void kosmos2__vmath_avx2(float *x, int64_t n, int op) {
         _mm256_storeu_ps(x + i, y);
     }
     for (; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
+}
+static KOSMOS2__T_AVX2 void kosmos2__pv_avx2(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n) {
+    int64_t d0, s, d;
+    for (d0 = 0; d0 + 32 <= n; d0 += 32) { /* 32 outputs in 4 registers, all values of s */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (s = 0; s < S; s++) {
+            const __m256 ps = _mm256_set1_ps(p[s]);
+            const int64_t k = s * ldv + d0;
+            a0 = _mm256_fmadd_ps(ps, kosmos2__load8_avx2(v, dt, k), a0);
+            a1 = _mm256_fmadd_ps(ps, kosmos2__load8_avx2(v, dt, k + 8), a1);
+            a2 = _mm256_fmadd_ps(ps, kosmos2__load8_avx2(v, dt, k + 16), a2);
+            a3 = _mm256_fmadd_ps(ps, kosmos2__load8_avx2(v, dt, k + 24), a3);
+        }
+        _mm256_storeu_ps(o + d0, a0); _mm256_storeu_ps(o + d0 + 8, a1);
+        _mm256_storeu_ps(o + d0 + 16, a2); _mm256_storeu_ps(o + d0 + 24, a3);
+    }
+    for (; d0 + 8 <= n; d0 += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (s = 0; s < S; s++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[s]), kosmos2__load8_avx2(v, dt, s * ldv + d0), a0);
+        _mm256_storeu_ps(o + d0, a0);
+    }
+    for (d = d0; d < n; d++) o[d] = 0.0f;
+    for (s = 0; s < S && d0 < n; s++)
+        for (d = d0; d < n; d++) o[d] = fmaf(p[s], kosmos2__load_w(v, dt, s * ldv + d), o[d]);
 }
 
 /* --------------------------------------------------------------------------- AVX-512 path -- */
@@ -4455,24 +4490,43 @@ static KOSMOS2__T_AVX512 void kosmos2__vmath_avx512(float *x, int64_t n, int op)
     }
     for (; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
 }
+static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n) {
+    int64_t d0, s;
+    for (d0 = 0; d0 < n; d0 += 64) { /* 64 outputs in 4 registers (masked at the end), all s */
+        const int64_t m = n - d0;
+        const __mmask16 k0 = m >= 16 ? 0xffff : (__mmask16)((1u << m) - 1), k1 = m >= 32 ? 0xffff : m <= 16 ? 0 : (__mmask16)((1u << (m - 16)) - 1);
+        const __mmask16 k2 = m >= 48 ? 0xffff : m <= 32 ? 0 : (__mmask16)((1u << (m - 32)) - 1), k3 = m >= 64 ? 0xffff : m <= 48 ? 0 : (__mmask16)((1u << (m - 48)) - 1);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (s = 0; s < S; s++) {
+            const __m512 ps = _mm512_set1_ps(p[s]);
+            const int64_t k = s * ldv + d0;
+            a0 = _mm512_fmadd_ps(ps, kosmos2__load16m_avx512(v, dt, k, k0), a0);
+            if (k1) a1 = _mm512_fmadd_ps(ps, kosmos2__load16m_avx512(v, dt, k + 16, k1), a1);
+            if (k2) a2 = _mm512_fmadd_ps(ps, kosmos2__load16m_avx512(v, dt, k + 32, k2), a2);
+            if (k3) a3 = _mm512_fmadd_ps(ps, kosmos2__load16m_avx512(v, dt, k + 48, k3), a3);
+        }
+        _mm512_mask_storeu_ps(o + d0, k0, a0); _mm512_mask_storeu_ps(o + d0 + 16, k1, a1);
+        _mm512_mask_storeu_ps(o + d0 + 32, k2, a2); _mm512_mask_storeu_ps(o + d0 + 48, k3, a3);
+    }
+}
 #endif /* KOSMOS2__X86 */
 
 /* ----------------------------------------------------------------------- kernel tables ---- */
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    kosmos2__vmath_scalar};
+    kosmos2__vmath_scalar, kosmos2__pv_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__vmath_avx2};
+    kosmos2__vmath_avx2, kosmos2__pv_avx2};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__vmath_avx512};
+    kosmos2__vmath_avx512, kosmos2__pv_avx512};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -5687,8 +5741,8 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
         KOSMOS2_FREE(all);
         return 0;
     }
-    {   /* per job: scores [S], and for a float16 cache one widened key or value row [hd] */
-        int64_t per = S + (kv_dt == KOSMOS2__F32 ? 0 : hd), t, i;
+    {   /* per job: scores [S]; keys and values read from the cache as stored (any kv_dt) */
+        int64_t per = S, t, i;
         float *scratch = (float *)kosmos2__alloc((size_t)(n_jobs * per) * sizeof(float)); /* [T*H, per] */
         if (!scratch) return KOSMOS2_E_NOMEM;
         for (t = 0; t < T; t++)
@@ -5697,25 +5751,18 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
         for (job = 0; job < n_jobs; job++) {
             int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
             const float *qr = q + t * q_stride + h * hd;
-            float *o = out + t * (int64_t)H * hd + h * hd, *p = scratch + job * per, *row = p + S;
+            const int64_t es = kv_dt == KOSMOS2__F16 ? 2 : 4; /* bytes per cache element */
+            float *o = out + t * (int64_t)H * hd + h * hd, *p = scratch + job * per;
             if (n_keys > S) n_keys = S;
-            for (s = 0; s < n_keys; s++) {
-                const float *kr = row;
-                float acc = 0;
-                if (kv_dt == KOSMOS2__F32) kr = (const float *)k + s * kv_stride + h * hd;
-                else kosmos2__kv_widen(ks, row, k, kv_dt, s * kv_stride + h * hd, hd);
-                for (d = 0; d < hd; d++) acc += qr[d] * kr[d];
-                p[s] = acc;
+            /* scores: the key rows of head h are the "weights" of a 1-row product (the float
+             * tiles, canonical sum order), C keys at a time */
+            for (s = 0; s < n_keys; s += ks->C) {
+                d = n_keys - s < ks->C ? n_keys - s : ks->C;
+                kosmos2__panel_float(ks, p + s, 1, qr, hd, 1, (const char *)k + (s * kv_stride + h * hd) * es, kv_stride,
+                                     kv_dt, d, hd, NULL, NULL, KOSMOS2__T_FINISH, NULL);
             }
             kosmos2__softmax_row(p, n_keys);
-            for (d = 0; d < hd; d++) o[d] = 0;
-            for (s = 0; s < n_keys; s++) {
-                const float *vr = row;
-                float w = p[s];
-                if (kv_dt == KOSMOS2__F32) vr = (const float *)v + s * kv_stride + h * hd;
-                else kosmos2__kv_widen(ks, row, v, kv_dt, s * kv_stride + h * hd, hd);
-                for (d = 0; d < hd; d++) o[d] += w * vr[d];
-            }
+            ks->pv(o, p, n_keys, (const char *)v + h * hd * es, kv_dt, kv_stride, hd);
         }
         KOSMOS2_FREE(scratch);
     }

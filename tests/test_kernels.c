@@ -474,12 +474,50 @@ static void test_kernels_vector_math(void) {
     free(x); free(y); free(ref);
 }
 
+/* Attention's weighted sum of values (kernel pv): every path gives the scalar bits, for float32
+ * and float16 values, row widths with and without vector tails, strided rows; and it is the
+ * weighted sum (checked in double). */
+static void test_kernels_attention_pv(void) {
+    static const int64_t ns[] = {64, 37, 100, 8, 3, 129};
+    enum { S = 23, LD = 150 };
+    float p[S], *vf = (float *)malloc(S * LD * 4), o[129], ref[129];
+    uint16_t *vh = (uint16_t *)malloc(S * LD * 2);
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0, t, dt;
+    int64_t i, s, d;
+    for (s = 0; s < S; s++) p[s] = tk__rand() * 0.5f + 0.5f;
+    for (i = 0; i < S * LD; i++) { vf[i] = tk__rand() * 3; vh[i] = kosmos2__f32_to_f16(vf[i]); }
+    for (dt = 0; dt < 2; dt++)
+        for (t = 0; t < 6; t++) {
+            const void *v = dt == 0 ? (const void *)(vf + 5) : (const void *)(vh + 5);
+            const int kdt = dt == 0 ? KOSMOS2__F32 : KOSMOS2__F16;
+            double worst = 0;
+            kosmos2__pv_scalar(ref, p, S, v, kdt, LD, ns[t]);
+            for (d = 0; d < ns[t]; d++) {
+                double e = 0;
+                for (s = 0; s < S; s++) e += (double)p[s] * kosmos2__load_w(v, kdt, s * LD + d);
+                if (fabs(e - ref[d]) > worst) worst = fabs(e - ref[d]);
+            }
+            CHECK(worst < 1e-5, "pv n=%lld: error %.3e against the double sum", (long long)ns[t], worst);
+            for (isa = 0; isa <= best; isa++) {
+                kosmos2__kernels_set_isa(isa);
+                memset(o, 0x7f, sizeof o);
+                kosmos2__kernel_table()->pv(o, p, S, v, kdt, LD, ns[t]);
+                if (memcmp(o, ref, (size_t)ns[t] * 4) != 0 && bad++ < 5)
+                    CHECK(0, "%s pv dt %d n=%lld differs from the scalar path", kosmos2__isa_name(isa), kdt, (long long)ns[t]);
+            }
+        }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d cases differ", bad);
+    free(vf); free(vh);
+}
+
 static void tests_kernels(void) {
     RUN(test_kernels_f16_bf16);
     RUN(test_kernels_quantize_q8_0);
     RUN(test_kernels_quantize_q4_0);
     RUN(test_kernels_quantize_act_paths);
     RUN(test_kernels_vector_math);
+    RUN(test_kernels_attention_pv);
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
