@@ -121,6 +121,60 @@ static void test_model_fullsize(void) {
     test_generate_on(&dir, 1);
 }
 
+/* q8_0 and q4_0 against float32 on the full-size random checkpoint: prompt logits of every
+ * reference case (image + prompt), relative RMS error under 1% (q8_0) and 5% (q4_0), the bounds
+ * of the speed issue. Uses DIR/kosmos2-q8_0.gguf and kosmos2-q4_0.gguf (as `make bench` names
+ * them), writing them first when absent. */
+static void test_model_fullsize_quantized(void) {
+    const char *dir = getenv("KOSMOS2_FULLSIZE");
+    static const char *types[2] = {"q8_0", "q4_0"};
+    static const double bound[2] = {0.01, 0.05};
+    kosmos2_model *m = NULL, *g[2] = {NULL, NULL};
+    kosmos2_context *ctx = NULL, *gctx[2] = {NULL, NULL};
+    int t, ci, V;
+    CHECK_OK(kosmos2_model_load(dir, NULL, &m));
+    if (!m) return;
+    V = kosmos2_model_config(m)->vocab_size;
+    CHECK_OK(kosmos2_context_new(m, NULL, &ctx));
+    for (t = 0; t < 2; t++) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/kosmos2-%s.gguf", dir, types[t]);
+        if (stat(path, &st) != 0) CHECK_OK(kosmos2_model_save_gguf(m, path, types[t], NULL, NULL));
+        CHECK_OK(kosmos2_model_load(path, NULL, &g[t]));
+        if (g[t]) CHECK_OK(kosmos2_context_new(g[t], NULL, &gctx[t]));
+    }
+    for (ci = 0; ci < 8 && ctx && gctx[0] && gctx[1]; ci++) {
+        char cdir[1024];
+        test_case tc;
+        size_t npx;
+        float *px, *ref, *q;
+        struct stat st;
+        snprintf(cdir, sizeof cdir, "%s/ref/case%d", dir, ci);
+        if (test_load_case(cdir, &tc)) { if (stat(cdir, &st) == 0) continue; break; }
+        px = test_npy(cdir, "pixel_values.npy", &npx);
+        ref = (float *)malloc((size_t)V * 4); q = (float *)malloc((size_t)V * 4);
+        if (px) {
+            CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
+            kosmos2_kv_clear(ctx);
+            CHECK_OK(kosmos2_decode(ctx, tc.prompt, tc.n_prompt, tc.mask, ref));
+            for (t = 0; t < 2; t++) {
+                double e;
+                CHECK_OK(kosmos2_encode_image(gctx[t], px, NULL, NULL));
+                kosmos2_kv_clear(gctx[t]);
+                CHECK_OK(kosmos2_decode(gctx[t], tc.prompt, tc.n_prompt, tc.mask, q));
+                e = test_rel_rms(q, ref, V);
+                printf("    case%d: %s prompt logits relative RMS error vs f32: %.3f%%\n", ci, types[t], 100 * e);
+                CHECK(e < bound[t], "case%d %s: relative RMS error %.4f over %.2f", ci, types[t], e, bound[t]);
+            }
+        } else CHECK(0, "%s: no pixel_values.npy", cdir);
+        free(px); free(ref); free(q);
+    }
+    for (t = 0; t < 2; t++) { kosmos2_context_free(gctx[t]); kosmos2_model_free(g[t]); }
+    kosmos2_context_free(ctx);
+    kosmos2_model_free(m);
+}
+
 /* Greedy (48 new tokens, no_repeat_ngram_size 3) and 3-beam search ids, exactly. */
 static void test_generate_on(const char **test_models, int n_dirs) {
     int mi, ci;
@@ -688,7 +742,7 @@ static void test_model_kv_f16_limit(void) {
 
 static void tests_model(void) {
     RUN(test_model_numerics);
-    if (getenv("KOSMOS2_FULLSIZE")) RUN(test_model_fullsize);
+    if (getenv("KOSMOS2_FULLSIZE")) { RUN(test_model_fullsize); RUN(test_model_fullsize_quantized); }
     else if (test__filter && strstr("test_model_fullsize", test__filter))
         printf("test_model_fullsize: not run: set KOSMOS2_FULLSIZE=DIR (a checkpoint from scripts/make_fullsize.py)\n");
     RUN(test_model_generate);
