@@ -4325,6 +4325,12 @@ static KOSMOS2__T_AVX512 void kosmos2__widen_avx512(const void *src, int dt, flo
  * The group sums of a come with the quantized activations (A->ns = -sum), so the correction is
  * the start value of vpdpbusd: one shift per activation row and step, shared by all weight rows. */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__qload64u_avx512(const uint8_t *blk, int two, int bs, int dt) {
+    if (dt == KOSMOS2__Q4_0 && two) { /* both blocks: each 16 bytes twice, then per 16-bit lane shift 0 / 4 */
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)))),
+                                             _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + bs + 2))), 1);
+        const __m512i sh = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0);
+        return _mm512_and_si512(_mm512_srlv_epi16(q, sh), _mm512_set1_epi8(15)); /* b.lo b.hi b1.lo b1.hi */
+    }
     if (dt == KOSMOS2__Q8_0) {
         __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
         __m256i hi = two ? _mm256_loadu_si256((const __m256i *)(blk + bs + 2)) : _mm256_setzero_si256();
@@ -4341,6 +4347,12 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__qload64u_avx512(const uint8_t
 /* the scales of blocks b and b+1 (0 when absent) in lanes 0-7 and 8-15 */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__qscale2_avx512(const uint8_t *blk, int two, int bs) {
     short h0, h1 = 0;
+    if (two) { /* one (masked: never past the pair) load of both blocks' starts, the two scale words spread */
+        const __m512i v = _mm512_maskz_loadu_epi8((__mmask64)((1ULL << (bs + 2)) - 1), blk);
+        const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* (unused words) */
+                                             bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, v)));
+    }
     memcpy(&h0, blk, 2);
     if (two) memcpy(&h1, blk + bs, 2);
     return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(h1), _mm_set1_epi16(h0)));
