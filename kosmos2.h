@@ -956,6 +956,12 @@ static int kosmos2__file_open(const char *path, int use_mmap, kosmos2__file *f) 
     f->size = (size_t)sz;
     f->data = (unsigned char *)kosmos2__alloc(f->size + 1);
     if (!f->data) { fclose(fp); return KOSMOS2_E_NOMEM; }
+#if defined(KOSMOS2__HAVE_MMAP) && defined(MADV_HUGEPAGE)
+    if (f->size >= ((size_t)64 << 20)) { /* weights stream per token: 2 MiB pages where the system allows */
+        uintptr_t a = ((uintptr_t)f->data + 4095) & ~(uintptr_t)4095;
+        (void)madvise((void *)a, ((uintptr_t)f->data + f->size - a) & ~(uintptr_t)4095, MADV_HUGEPAGE);
+    }
+#endif
     if (fread(f->data, 1, f->size, fp) != f->size) {
         fclose(fp);
         kosmos2__file_close(f);
@@ -4377,7 +4383,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int6
         KOSMOS2__UNROLL for (c = 0; c < C; c++) {
             const uint8_t *blk = w + c * wstride + b * bs;
             wu[c] = kosmos2__qload64u_avx512(blk, two, bs, dt);
-            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T1); /* (to L2: 8% faster than T0) */
+            if (pf) _mm_prefetch((const char *)blk + pf, _MM_HINT_T0); /* (to L1: faster than T1 on Zen 5) */
             dw[c] = kosmos2__qscale2_avx512(blk, two, bs);
         }
         KOSMOS2__UNROLL for (r = 0; r < R; r++) {
