@@ -428,6 +428,12 @@ kosmos2_context_params kosmos2_context_default_params(void);
  * KOSMOS2_KV_* values is KOSMOS2_E_INVALID. */
 int kosmos2_context_new(const kosmos2_model *model, const kosmos2_context_params *params, kosmos2_context **out);
 void kosmos2_context_free(kosmos2_context *ctx);
+/* A callback polled before every layer of the vision encoder and of the text decoder, in every
+ * call on ctx (encode_image, decode, generate): nonzero stops the call with KOSMOS2_E_ABORTED.
+ * The KV cache and the image embeddings stay as they were before the aborted call (tokens that
+ * generation had already produced are kept). NULL removes it. For long stages on slow machines
+ * (the full vision encoder takes ~0.5 s with AVX-512, minutes on the scalar path). */
+void kosmos2_context_set_abort_callback(kosmos2_context *ctx, int (*abort_callback)(void *user_data), void *user_data);
 /* The KV cache type in effect: KOSMOS2_KV_F32 or KOSMOS2_KV_F16 (AUTO resolved); 0 for NULL. */
 int kosmos2_context_kv_type(const kosmos2_context *ctx);
 
@@ -5815,7 +5821,23 @@ struct kosmos2_context {
     int have_image;
     double t_vision_ms, t_resampler_ms, t_prefill_ms, t_decode_ms;
     int n_decoded;
+    int (*abort_cb)(void *user_data); /* kosmos2_context_set_abort_callback (or NULL) */
+    void *abort_ud;
 };
+
+void kosmos2_context_set_abort_callback(kosmos2_context *ctx, int (*abort_callback)(void *user_data), void *user_data) {
+    if (!ctx) return;
+    ctx->abort_cb = abort_callback;
+    ctx->abort_ud = user_data;
+}
+
+/* 0, or KOSMOS2_E_ABORTED when the context's abort callback asks to stop before layer l of n of
+ * `stage`. */
+static int kosmos2__poll_abort(const kosmos2_context *ctx, const char *stage, int l, int n) {
+    if (ctx && ctx->abort_cb && ctx->abort_cb(ctx->abort_ud))
+        return kosmos2__fail(KOSMOS2_E_ABORTED, "aborted by the context's callback before layer %d of %d of %s", l + 1, n, stage);
+    return 0;
+}
 
 /* Bytes of one key or value of type dt (KOSMOS2__F32 or KOSMOS2__F16). */
 static size_t kosmos2__kv_elem_bytes(int dt) { return dt == KOSMOS2__F16 ? 2 : 4; }
@@ -6001,7 +6023,7 @@ static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__visi
 }
 
 /* pixels [C, S, S] -> h [N = (S/P)^2 + 1, Dv], the encoder's last_hidden_state (before post-LN). */
-static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, float *h, int nt) {
+static int kosmos2__vision_fwd(const kosmos2_context *cx, const kosmos2_model *m, const float *pixels, float *h, int nt) {
     const kosmos2_config *c = &m->cfg;
     int64_t S = c->image_size, P = c->patch_size, side = S / P, Np = side * side, N = Np + 1, Dv = c->vision_hidden;
     int64_t CPP = (int64_t)c->num_channels * P * P, Fv = c->vision_intermediate, i, l;
@@ -6026,7 +6048,9 @@ static int kosmos2__vision_fwd(const kosmos2_model *m, const float *pixels, floa
     if ((rc = kosmos2__matmul(h + Dv, patches, Np, &m->patch_w, NULL, nt)) != 0) { KOSMOS2_FREE(buf); return rc; }
     for (i = 0; i < N * Dv; i++) h[i] += m->pos_emb[i];
     kosmos2__layernorm(h, h, N, Dv, &m->pre_ln, c->vision_eps, nt);
-    for (l = 0; l < c->vision_layers && rc == 0; l++) rc = kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
+    for (l = 0; l < c->vision_layers && rc == 0; l++)
+        if ((rc = kosmos2__poll_abort(cx, "the vision encoder", (int)l, c->vision_layers)) == 0)
+            rc = kosmos2__vision_layer_fwd(m, &m->vl[l], h, N, a, q, k, v, ctx, f, nt);
     KOSMOS2_FREE(buf);
     return rc;
 }
@@ -6082,7 +6106,7 @@ int kosmos2_encode_image(kosmos2_context *ctx, const float *pixels, float *visio
     h = (float *)kosmos2__alloc((size_t)(N * c->vision_hidden) * sizeof(float)); /* [N, Dv] */
     if (!h) return KOSMOS2_E_NOMEM;
     t0 = kosmos2__now_ms();
-    rc = kosmos2__vision_fwd(m, pixels, h, ctx->n_threads);
+    rc = kosmos2__vision_fwd(ctx, m, pixels, h, ctx->n_threads);
     ctx->t_vision_ms = kosmos2__now_ms() - t0;
     if (!rc && vision_hidden) memcpy(vision_hidden, h, (size_t)(N * c->vision_hidden) * sizeof(float));
     t0 = kosmos2__now_ms();
@@ -6155,6 +6179,7 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     }
     for (l = 0, rc = 0; l < c->text_layers && rc == 0; l++) {
         const kosmos2__text_layer *L = &m->tl[l];
+        if ((rc = kosmos2__poll_abort(ctx, "the text decoder", l, c->text_layers)) != 0) break;
         kosmos2__layernorm(a, h, T, D, &L->attn_ln, c->text_eps, nt);
         if ((rc = kosmos2__linear_fwd(q, a, T, &L->q, nt)) != 0) break;
         if (ctx->kv_dt == KOSMOS2__F32) { /* keys and values straight into this step's cache rows */

@@ -333,6 +333,65 @@ static void test_model_two_contexts(void) {
 }
 
 static int test_abort_after_3(void *ud) { return ++*(int *)ud >= 3; }
+static int test_abort_at(void *ud) { int *c = (int *)ud; return ++c[0] == c[1]; } /* c[0] calls, c[1] the one that stops */
+
+/* The context's abort callback: polled before every vision and text layer; an aborted call
+ * returns KOSMOS2_E_ABORTED and leaves the KV cache and image embeddings as they were, so the
+ * next calls give the reference results. */
+static void test_model_abort_layers(void) {
+    kosmos2_model *m = NULL;
+    kosmos2_context *ctx = NULL, *ref = NULL;
+    test_case tc;
+    size_t npx;
+    float *px, *l_ref, *l_got, *ie_ref, *ie_got;
+    const kosmos2_config *c;
+    int cnt[2] = {0, 0}, rc, V;
+    CHECK_OK(kosmos2_model_load(test_models[0], NULL, &m));
+    if (!m || test_load_case("tests/fixtures/tiny_f32/ref/case0", &tc)) { kosmos2_model_free(m); CHECK(0, "fixture"); return; }
+    c = kosmos2_model_config(m);
+    V = c->vocab_size;
+    px = test_npy("tests/fixtures/tiny_f32/ref/case0", "pixel_values.npy", &npx);
+    l_ref = (float *)malloc((size_t)V * 4); l_got = (float *)malloc((size_t)V * 4);
+    ie_ref = (float *)malloc((size_t)64 * c->text_hidden * 4); ie_got = (float *)malloc((size_t)64 * c->text_hidden * 4);
+    CHECK_OK(kosmos2_context_new(m, NULL, &ctx));
+    CHECK_OK(kosmos2_context_new(m, NULL, &ref));
+    if (ctx && ref && px) {
+        CHECK_OK(kosmos2_encode_image(ref, px, NULL, ie_ref));
+        CHECK_OK(kosmos2_decode(ref, tc.prompt, tc.n_prompt, tc.mask, l_ref));
+        kosmos2_context_set_abort_callback(ctx, test_abort_at, cnt);
+        /* vision: stop before its second layer; no image is set */
+        cnt[0] = 0; cnt[1] = 2;
+        rc = kosmos2_encode_image(ctx, px, NULL, NULL);
+        CHECK(rc == KOSMOS2_E_ABORTED && cnt[0] == 2, "vision abort: rc %d after %d polls", rc, cnt[0]);
+        CHECK(strstr(kosmos2_last_error(), "layer 2 of") && strstr(kosmos2_last_error(), "vision"), "message: %s", kosmos2_last_error());
+        rc = kosmos2_decode(ctx, tc.prompt, tc.n_prompt, tc.mask, l_got);
+        CHECK(rc == KOSMOS2_E_INVALID, "no image after the aborted encode: rc %d", rc);
+        /* every poll counted: vision layers once each */
+        cnt[0] = 0; cnt[1] = -1;
+        CHECK_OK(kosmos2_encode_image(ctx, px, NULL, ie_got));
+        CHECK(cnt[0] == c->vision_layers, "%d polls for %d vision layers", cnt[0], c->vision_layers);
+        CHECK(memcmp(ie_got, ie_ref, (size_t)64 * c->text_hidden * 4) == 0, "image embeddings after a retry");
+        /* prefill: stop before the last text layer; the cache stays empty */
+        cnt[0] = 0; cnt[1] = c->text_layers;
+        rc = kosmos2_decode(ctx, tc.prompt, tc.n_prompt, tc.mask, l_got);
+        CHECK(rc == KOSMOS2_E_ABORTED && kosmos2_kv_size(ctx) == 0, "prefill abort: rc %d, cache %d", rc, kosmos2_kv_size(ctx));
+        cnt[0] = 0; cnt[1] = -1;
+        CHECK_OK(kosmos2_decode(ctx, tc.prompt, tc.n_prompt, tc.mask, l_got));
+        CHECK(cnt[0] == c->text_layers && kosmos2_kv_size(ctx) == tc.n_prompt, "polls %d, cache %d", cnt[0], kosmos2_kv_size(ctx));
+        CHECK(memcmp(l_got, l_ref, (size_t)V * 4) == 0, "prompt logits after an aborted prefill = the reference");
+        /* a decode step aborted in its first layer keeps the cache at the prompt */
+        cnt[0] = 0; cnt[1] = 1;
+        rc = kosmos2_decode(ctx, &tc.greedy[0], 1, NULL, l_got);
+        CHECK(rc == KOSMOS2_E_ABORTED && kosmos2_kv_size(ctx) == tc.n_prompt, "step abort: rc %d cache %d", rc, kosmos2_kv_size(ctx));
+        kosmos2_context_set_abort_callback(ctx, NULL, NULL);
+        CHECK_OK(kosmos2_decode(ctx, &tc.greedy[0], 1, NULL, l_got));
+        CHECK_OK(kosmos2_decode(ref, &tc.greedy[0], 1, NULL, l_ref));
+        CHECK(memcmp(l_got, l_ref, (size_t)V * 4) == 0, "step logits after an aborted step = the reference");
+    }
+    free(px); free(l_ref); free(l_got); free(ie_ref); free(ie_got);
+    kosmos2_context_free(ctx); kosmos2_context_free(ref);
+    kosmos2_model_free(m);
+}
 
 /* Limits and callbacks: a prompt over the context limit, an abort callback. */
 static void test_model_limits(void) {
@@ -746,6 +805,7 @@ static void tests_model(void) {
     else if (test__filter && strstr("test_model_fullsize", test__filter))
         printf("test_model_fullsize: not run: set KOSMOS2_FULLSIZE=DIR (a checkpoint from scripts/make_fullsize.py)\n");
     RUN(test_model_generate);
+    RUN(test_model_abort_layers);
     RUN(test_model_thread_count);
     RUN(test_model_thread_count_parallel_paths);
     RUN(test_model_two_contexts);
