@@ -3771,6 +3771,7 @@ typedef struct {
     int QR, QC;
     kosmos2__qtile_fn qfull, qrow, qone;
     kosmos2__qact_fn qact;
+    kosmos2__qtile_fn qrow8; /* 1 x 8 tile for single-row products (or NULL) */
     kosmos2__vmath_fn vmath;
     kosmos2__pv_fn pv;
 } kosmos2__kernel_set;
@@ -4369,13 +4370,13 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__qscale2_avx512(const uint8_t *
     if (two) memcpy(&h1, blk + bs, 2);
     return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(h1), _mm_set1_epi16(h0)));
 }
-/* The quantized tile: R x C outputs (R, C <= 4), two blocks per step; per step and (r, c):
+/* The quantized tile: R x C outputs (R <= 4, C <= 4, or 1 x 8), two blocks per step; per step and (r, c):
  * vpdpbusd, convert, scale product, FMA. */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                                   const uint8_t *w, int64_t wstride, int dt,
                                                                   const float *bias, int64_t pf, const int R, const int C) {
-    __m512 acc[4][4], dw[4];
-    __m512i wu[4];
+    __m512 acc[4][8], dw[8];
+    __m512i wu[8];
     const int64_t nb = A->nb;
     const int bs = dt == KOSMOS2__Q8_0 ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES, sh = dt == KOSMOS2__Q8_0 ? 7 : 3;
     int64_t b = 0, j = 0;
@@ -4429,6 +4430,12 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_one(float *y, int64_t ldy, c
                                                          const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
     else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
+}
+/* 1 x 8 (decoding: one activation row feeds 8 weight rows, 8 streams in flight) */
+static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                          const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 8);
+    else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 8);
 }
 /* The activation quantization (see kosmos2__qact_avx2), 16 values per register. */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m128i kosmos2__qround16_avx512(__m512 t) {
@@ -4539,18 +4546,18 @@ static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    kosmos2__vmath_scalar, kosmos2__pv_scalar};
+    NULL, kosmos2__vmath_scalar, kosmos2__pv_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__vmath_avx2, kosmos2__pv_avx2};
+    NULL, kosmos2__vmath_avx2, kosmos2__pv_avx2};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__vmath_avx512, kosmos2__pv_avx512};
+    kosmos2__qtile_avx512_row8, kosmos2__vmath_avx512, kosmos2__pv_avx512};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -4726,12 +4733,29 @@ static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2_
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * W->rows * K >= ((int64_t)1 << 18))
 #endif
     {
-        int64_t m, p, m0, mc = kosmos2__l2_bytes() / (getenv("K2DIV") ? atoi(getenv("K2DIV")) : 2) / (3 * K);
+        int64_t m, p, m0, mc = kosmos2__l2_bytes() / 2 / (3 * K);
         mc = mc < ks->QR ? ks->QR : mc / ks->QR * ks->QR; /* activation rows per chunk */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (m = 0; m < M; m++) ks->qact(x + m * K, &A, m);
+        if (M == 1 && ks->qrow8) { /* one row (decoding): 8 weight rows per tile, the rest in panels */
+            const int64_t n8 = N / 8;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (p = 0; p < n8; p++)
+                ks->qrow8(y + p * 8, N, &A, 0, (const uint8_t *)W->data + p * 8 * wbytes, wbytes, W->dtype,
+                          bias ? bias + p * 8 : NULL, p + 1 < n8 ? 8 * wbytes : 0);
+#ifdef _OPENMP
+#pragma omp single
+#endif
+            for (p = n8 * 8; p < N; p += C) {
+                const int64_t c = N - p < C ? N - p : C;
+                kosmos2__panel_q(ks, y + p, N, &A, 0, 1, (const uint8_t *)W->data + p * wbytes, wbytes, W->dtype, c,
+                                 bias ? bias + p : NULL, 0);
+            }
+        } else
         for (m0 = 0; m0 < M; m0 += mc) {
             const int64_t m1 = M - m0 < mc ? M : m0 + mc;
 #ifdef _OPENMP
