@@ -63,7 +63,8 @@
  *     [2] PARSERS         JSON, safetensors
  *     [3] TOKENIZER       SentencePiece protobuf, normaliser, unigram/BPE, XLM-R ids, decoding
  *     [4] IMAGE           decode (stb_image / libjpeg), Pillow-exact bicubic resize, normalise
- *     [5] KERNELS         weight types, quantization, matrix products (scalar / AVX2 / AVX-512)
+ *     [5] KERNELS         weight types, quantization, matrix products, vector math (exp, GELU),
+ *                         attention sums (scalar / AVX2 / AVX-512)
  *     [6] CHECKPOINT      config.json, tensors by name with shapes checked, GGUF read/write
  *     [7] MODEL OPS       layer norm, activations, softmax, attention
  *     [8] CONTEXT         KV cache, per-thread state
@@ -3394,7 +3395,7 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
     return KOSMOS2_OK;
 }
 /* ============================================================================================
- *  [5] KERNELS: weight types, matrix products, row conversion
+ *  [5] KERNELS: weight types, matrix products, row conversion, vector math
  * ============================================================================================
  *  Weights stay in the type they were stored in (memory-mapped, no conversion at load); every
  *  product accumulates in float32. A matrix W is [rows = out features N, cols = in features K],
