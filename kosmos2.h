@@ -4269,6 +4269,8 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 void kosmos2__tile_avx512_body(float *y, int64
             pn--;
             if (++poff == pf->per_row) { poff = 0; prow++; }
         }
+        if (R == 1 && ((k * es) & 63) == 0) /* one row (decoding): each weight row's line 512 bytes ahead */
+            KOSMOS2__UNROLL for (c = 0; c < C; c++) _mm_prefetch((const char *)w + c * ldw * es + k * es + 512, _MM_HINT_T0);
         KOSMOS2__UNROLL for (c = 0; c < C; c++) wv[c] = kosmos2__load16_avx512((const char *)w + c * ldw * es, dt, k);
         KOSMOS2__UNROLL for (r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
