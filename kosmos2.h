@@ -3760,6 +3760,9 @@ typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
  * type dt (KOSMOS2__F32 or KOSMOS2__F16), each o[d] summed in increasing s with fused
  * multiply-adds from 0 (every path: the same bits). */
 typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n);
+/* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf; NaN -> 0x7e00 with its
+ * sign): kosmos2__f32_to_f16's bits on every path (a float16 KV cache). */
+typedef void (*kosmos2__narrow_fn)(uint16_t *dst, const float *src, int64_t n);
 
 /* The kernels of one ISA: R x C tiles. full: R x C, float32 weights; row: 1 x C, any float
  * dtype; one: 1 x 1. The q* entries are the same for quantized weights. */
@@ -3775,6 +3778,7 @@ typedef struct {
     kosmos2__qtile_fn qrow8; /* 1 x 8 tile for single-row products (or NULL) */
     kosmos2__vmath_fn vmath;
     kosmos2__pv_fn pv;
+    kosmos2__narrow_fn narrow;
 } kosmos2__kernel_set;
 
 /* ---------------------------------------------------------------- scalar reference path ---- */
@@ -3900,6 +3904,10 @@ static float kosmos2__vm_ref(float x, int op) {
 static void kosmos2__vmath_scalar(float *x, int64_t n, int op) {
     int64_t i;
     for (i = 0; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
+}
+static void kosmos2__narrow_scalar(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
 }
 static void kosmos2__pv_scalar(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n) {
     int64_t s, d;
@@ -4164,6 +4172,17 @@ static KOSMOS2__T_AVX2 void kosmos2__vmath_avx2(float *x, int64_t n, int op) {
     }
     for (; i < n; i++) x[i] = kosmos2__vm_ref(x[i], op);
 }
+/* kosmos2__narrow_scalar 8 values at a time with F16C: its rounding to nearest even gives the same
+ * bits except for NaN payloads, so a group holding a NaN goes the scalar way. */
+static KOSMOS2__T_AVX2 void kosmos2__narrow_f16c(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) kosmos2__narrow_scalar(dst + i, src + i, 8);
+        else _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    kosmos2__narrow_scalar(dst + i, src + i, n - i);
+}
 static KOSMOS2__T_AVX2 void kosmos2__pv_avx2(float *o, const float *p, int64_t S, const void *v, int dt, int64_t ldv, int64_t n) {
     int64_t d0, s, d;
     for (d0 = 0; d0 + 32 <= n; d0 += 32) { /* 32 outputs in 4 registers, all values of s */
@@ -4369,8 +4388,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512 kosmos2__qscale2_avx512(const uint8_t *
                                              bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, bs / 2, 0, 0, 0, 0, 0, 0, 0, 0);
         return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, v)));
     }
-    memcpy(&h0, blk, 2);
-    if (two) memcpy(&h1, blk + bs, 2);
+    memcpy(&h0, blk, 2); /* a last odd block: its scale, and 0 for the absent one */
     return _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16(h1), _mm_set1_epi16(h0)));
 }
 /* The quantized tile: R x C outputs (R <= 4, C <= 4, or 1 x 8), two blocks per step; per step and (r, c):
@@ -4549,18 +4567,18 @@ static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    NULL, kosmos2__vmath_scalar, kosmos2__pv_scalar};
+    NULL, kosmos2__vmath_scalar, kosmos2__pv_scalar, kosmos2__narrow_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    NULL, kosmos2__vmath_avx2, kosmos2__pv_avx2};
+    NULL, kosmos2__vmath_avx2, kosmos2__pv_avx2, kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__qtile_avx512_row8, kosmos2__vmath_avx512, kosmos2__pv_avx512};
+    kosmos2__qtile_avx512_row8, kosmos2__vmath_avx512, kosmos2__pv_avx512, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -5698,15 +5716,12 @@ static void kosmos2__activate(float *x, int64_t n, const char *act, int nt) {
 #endif
     for (b = 0; b < nblk; b++) {
         int64_t i, end = (b + 1) * blk < n ? (b + 1) * blk : n;
-        for (i = b * blk; i < end; i++) {
-            float v = x[i];
-            if (kind == 2) x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-            else if (kind == 3) x[i] = v > 0 ? v : 0;
-            else { /* gelu, quick_gelu, silu / swish: the kernels' vector math */
-                ks->vmath(x + i, end - i, kind == 0 ? KOSMOS2__VM_GELU : kind == 1 ? KOSMOS2__VM_QUICK_GELU : KOSMOS2__VM_SILU);
-                break;
-            }
-        }
+        if (kind == 2)
+            for (i = b * blk; i < end; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+        else if (kind == 3)
+            for (i = b * blk; i < end; i++) x[i] = x[i] > 0 ? x[i] : 0;
+        else /* gelu, quick_gelu, silu / swish: the kernels' vector math */
+            ks->vmath(x + b * blk, end - b * blk, kind == 0 ? KOSMOS2__VM_GELU : kind == 1 ? KOSMOS2__VM_QUICK_GELU : KOSMOS2__VM_SILU);
     }
 }
 
@@ -5793,24 +5808,24 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
         return 0;
     }
     {   /* per job: scores [S]; keys and values read from the cache as stored (any kv_dt) */
-        int64_t per = S, t, i;
-        float *scratch = (float *)kosmos2__alloc((size_t)(n_jobs * per) * sizeof(float)); /* [T*H, per] */
+        int64_t t, i;
+        float *scratch = (float *)kosmos2__alloc((size_t)(n_jobs * S) * sizeof(float)); /* [T*H, S] */
         if (!scratch) return KOSMOS2_E_NOMEM;
         for (t = 0; t < T; t++)
             for (i = 0; i < (int64_t)H * hd; i++) q[t * q_stride + i] *= qscale;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_jobs * S * hd > 32768)
         for (job = 0; job < n_jobs; job++) {
-            int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, d;
+            int64_t t = job / H, h = job % H, s, n_keys = causal ? causal_base + t + 1 : S, c;
             const float *qr = q + t * q_stride + h * hd;
             const int64_t es = kv_dt == KOSMOS2__F16 ? 2 : 4; /* bytes per cache element */
-            float *o = out + t * (int64_t)H * hd + h * hd, *p = scratch + job * per;
+            float *o = out + t * (int64_t)H * hd + h * hd, *p = scratch + job * S;
             if (n_keys > S) n_keys = S;
             /* scores: the key rows of head h are the "weights" of a 1-row product (the float
              * tiles, canonical sum order), C keys at a time */
             for (s = 0; s < n_keys; s += ks->C) {
-                d = n_keys - s < ks->C ? n_keys - s : ks->C;
+                c = n_keys - s < ks->C ? n_keys - s : ks->C; /* keys in this panel */
                 kosmos2__panel_float(ks, p + s, 1, qr, hd, 1, (const char *)k + (s * kv_stride + h * hd) * es, kv_stride,
-                                     kv_dt, d, hd, NULL, NULL, KOSMOS2__T_FINISH, NULL);
+                                     kv_dt, c, hd, NULL, NULL, KOSMOS2__T_FINISH, NULL);
             }
             kosmos2__softmax_row(p, n_keys);
             ks->pv(o, p, n_keys, (const char *)v + h * hd * es, kv_dt, kv_stride, hd);
@@ -5872,31 +5887,6 @@ static size_t kosmos2__kv_elem_bytes(int dt) { return dt == KOSMOS2__F16 ? 2 : 4
 /* Bytes of KV cache per position: keys and values of every layer (type dt), and the token id. */
 static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c, int dt) {
     return (size_t)c->text_layers * 2 * (size_t)c->text_hidden * kosmos2__kv_elem_bytes(dt) + sizeof(int32_t);
-}
-
-#ifdef KOSMOS2__X86
-/* kosmos2__kv_narrow 8 values at a time with F16C (part of the AVX2 path): its rounding to nearest
- * even gives kosmos2__f32_to_f16's bits, except for NaN payloads, so a group holding a NaN goes
- * the scalar way (NaN -> 0x7e00 with its sign). */
-static KOSMOS2__T_AVX2 void kosmos2__kv_narrow_f16c(uint16_t *dst, const float *src, int64_t n) {
-    int64_t i, j;
-    for (i = 0; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(src + i);
-        if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)))
-            for (j = i; j < i + 8; j++) dst[j] = kosmos2__f32_to_f16(src[j]);
-        else _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    }
-    for (; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
-}
-#endif
-/* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf), for a float16 KV cache.
- * The same bits on every kernel path (F16C on AVX2 / AVX-512, else the scalar converter). */
-static void kosmos2__kv_narrow(uint16_t *dst, const float *src, int64_t n) {
-    int64_t i;
-#ifdef KOSMOS2__X86
-    if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) { kosmos2__kv_narrow_f16c(dst, src, n); return; }
-#endif
-    for (i = 0; i < n; i++) dst[i] = kosmos2__f32_to_f16(src[i]);
 }
 
 static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
@@ -6214,9 +6204,9 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
                 (rc = kosmos2__linear_fwd((float *)kv->v[l] + (int64_t)p0 * D, a, T, &L->v, nt)) != 0) break;
         } else { /* float16 cache: through ctxv [T, D] (free until the attention), rounded into the rows */
             if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->k, nt)) != 0) break;
-            kosmos2__kv_narrow((uint16_t *)kv->k[l] + (int64_t)p0 * D, ctxv, T * D);
+            kosmos2__kernel_table()->narrow((uint16_t *)kv->k[l] + (int64_t)p0 * D, ctxv, T * D);
             if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->v, nt)) != 0) break;
-            kosmos2__kv_narrow((uint16_t *)kv->v[l] + (int64_t)p0 * D, ctxv, T * D);
+            kosmos2__kernel_table()->narrow((uint16_t *)kv->v[l] + (int64_t)p0 * D, ctxv, T * D);
         }
         if ((rc = kosmos2__attention(ctxv, q, D, scale, kv->k[l], kv->v[l], ctx->kv_dt, D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
         kosmos2__layernorm(ctxv, ctxv, T, D, &L->inner_ln, c->text_eps, nt);

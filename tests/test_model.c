@@ -537,7 +537,7 @@ static void test_model_kv_type_choice(void) {
     kosmos2_model_free(m);
 }
 
-/* The float16 cache's rounding (kosmos2__kv_narrow) gives kosmos2__f32_to_f16's bits on every
+/* The float16 cache's rounding (the kernels' narrow) gives kosmos2__f32_to_f16's bits on every
  * kernel path (F16C on AVX2 / AVX-512): every float16 value, the ties halfway between neighbours
  * and the floats either side of them, float32 subnormals, overflow, infinities, NaN payloads
  * (alone and inside groups of 8), an odd length for the tail. */
@@ -565,7 +565,7 @@ static void test_model_kv_narrow_paths(void) {
     for (isa = 0; isa <= best; isa++) {
         kosmos2__kernels_set_isa(isa);
         memset(got, 0x55, (size_t)cap * 2);
-        kosmos2__kv_narrow(got, x, n);
+        kosmos2__kernel_table()->narrow(got, x, n);
         for (i = 0; i < n; i++)
             if (got[i] != kosmos2__f32_to_f16(x[i]) && bad++ < 5) {
                 memcpy(&bits, &x[i], 4);
