@@ -102,7 +102,8 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-/* Ctrl-C stops generation cleanly (the abort callback polls this). */
+/* Ctrl-C stops generation cleanly: the abort callbacks (of the context: every layer of the
+ * vision encoder and decoder; of generation: every token) poll this. */
 static volatile sig_atomic_t g_interrupted;
 static void on_sigint(int sig) {
     (void)sig;
@@ -880,6 +881,7 @@ static int cmd_generate(int argc, char **argv) {
     cp.max_ctx = o.ctx_size;
     cp.kv_type = o.kv_type;
     if (kosmos2_context_new(model, &cp, &ctx)) { rc = library_error("cannot create a context"); goto end; }
+    kosmos2_context_set_abort_callback(ctx, abort_requested, NULL); /* Ctrl-C also stops vision/prefill at the next layer */
     if (o.image_path && kosmos2_image_load_file(o.image_path, 0, &img)) { rc = library_error("cannot read the image"); goto end; }
     t_load = now_ms() - t0;
 
