@@ -3428,9 +3428,9 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  Blocks are read byte-wise (memcpy), so rows need no alignment.
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
- *  takes whole panels (static schedule). With at least R activation rows, a panel is walked in
- *  blocks of KB values of k (AVX-512: 1024, AVX2: 512): the block [C, KB] is copied / widened
- *  to float32 into a per-thread buffer (row stride KB + 16, so that its rows do not share L1
+ *  takes whole panels (static schedule). With at least R activation rows and float16/bfloat16
+ *  weights, a panel is walked in blocks of KB values of k (AVX-512: 1024, AVX2: 512): the
+ *  block [C, KB] is widened to float32 into a per-thread buffer (row stride KB + 16, so that its rows do not share L1
  *  sets; 25 KB on AVX-512, 6 KB on AVX2: it stays in L1) and multiplied with every group of R
  *  activation rows by a register tile of R x C 16-lane accumulators (AVX-512: 4 x 6 = 24 zmm;
  *  AVX2: 2 x 3 pairs of ymm). Between blocks the accumulators are parked in a per-thread buffer
@@ -3438,8 +3438,10 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  taken in chunks of about the L2 cache's size (CPUID; 1 MB when unknown), which stay in L2
  *  while all the panels pass (on the test machine 2 MB chunks, against 1 MB: +12% for
  *  71 x 8192 -> 2048); the next weight block is prefetched a slice at a time between tiles.
- *  With fewer rows (decoding) the kernels read the weights as stored, converting in registers,
- *  all of K at once: each weight row is streamed once.
+ *  Float32 weights are not copied (the copy cost more than it saved: +3-17 % without it on
+ *  the model's shapes, AVX2 and AVX-512): the tiles read them as stored over all of K, per
+ *  chunk of activation rows. With fewer rows (decoding) the kernels read the weights as
+ *  stored, converting in registers, all of K at once: each weight row is streamed once.
  *  Quantized weights (kosmos2__matmul_q): the activations are quantized once per product (by
  *  the kernel set's qact: the same bytes as kosmos2__quantize_row_q8_0 in every path), then
  *  panels of QC weight rows meet groups of QR activation rows (AVX-512: 4 x 4, two blocks per
@@ -4668,9 +4670,10 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && mr * N * K >= ((int64_t)1 << 18))
 #endif
         {
-            /* per thread: the panel block [C, ldb] as float32 and the parked lanes [mr, C, 16];
-             * without them (few rows, or no memory) the kernels read W directly over all of K */
-            void *bufmem = many ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
+            /* per thread (float16 / bfloat16): the panel block [C, ldb] widened to float32 and the
+             * parked lanes [mr, C, 16]; without them (float32, few rows, or no memory) the kernels
+             * read W directly over all of K */
+            void *bufmem = many && W->dtype != KOSMOS2__F32 ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
             void *partmem = bufmem && kb < K ? KOSMOS2_MALLOC((size_t)(mr * C) * 64 + 64) : NULL;
             float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
             int64_t p;
