@@ -17,7 +17,7 @@ OUT_DIR receives what a hub download holds:
                             taken from a transformers model of the same config with 1 layer per tower
                             (layer 0 replicated to all 24), then checked against the table in the spec.
 Values (numpy PCG64 seeded with (seed, tensor index in sorted-name order)), the same scheme as the tiny
-fixtures of make_fixtures.py, scaled to the full sizes:
+fixtures of make_fixtures.py, scaled to the full sizes (--branch-scale S: out_proj/fc2 of every layer times S):
   LayerNorm weights 1 + 0.2 N(0,1) (the text model's final layer_norm: N(0,1)); every bias 0.1 N(0,1);
   Linear/conv weights N(0,1)/sqrt(fan_in); text embed_tokens 3/sqrt(2048) N(0,1); class/position embeddings
   0.5 N(0,1); latent_query 0.2 N(0,1); image_to_text_projection.dense.weight 3.5 N(0,1) (scaled up so the
@@ -97,8 +97,13 @@ def tensor_table():
     return table
 
 
+BRANCH_SCALE = 1.0  # --branch-scale
+
+
 def value_rule(name, shape, is_ln):
     """(scale, offset): value = offset + scale * N(0,1)."""
+    if BRANCH_SCALE != 1.0 and ".layers." in name and name.endswith(("out_proj.weight", "fc2.weight")):
+        return BRANCH_SCALE / math.sqrt(int(np.prod(shape[1:]))), 0.0
     if name == "text_model.model.layer_norm.weight":
         return 1.0, 0.0
     if is_ln and name.endswith(".weight"):
@@ -205,7 +210,13 @@ def main():
     ap.add_argument("--refs", default="", help="comma-separated make_fixtures.CASES indices (e.g. 0,2): also write "
                     "OUT_DIR/ref/ like the tiny fixtures (slow: minutes per case)")
     ap.add_argument("--refs-only", action="store_true", help="skip writing the checkpoint (it exists already)")
+    ap.add_argument("--branch-scale", type=float, default=1.0,
+                    help="multiply the weights that end each residual branch (attention out_proj, fc2) of every "
+                    "encoder/decoder layer by this (e.g. 0.144 = 1/sqrt(2*24), GPT-2-style): a less chaotic "
+                    "random model, for judging quantization error (issue 7); default 1 = the standard checkpoint")
     args = ap.parse_args()
+    global BRANCH_SCALE
+    BRANCH_SCALE = args.branch_scale
     torch.set_num_threads(os.cpu_count() or 1)
     if args.refs_only:
         write_refs(args.out, [int(k) for k in args.refs.split(",") if k])
