@@ -501,6 +501,18 @@ int kosmos2_generate(kosmos2_context *ctx, const kosmos2_image *image, const cha
                      const kosmos2_generate_params *params, kosmos2_result *out);
 void kosmos2_result_free(kosmos2_result *r);
 
+/* ---- machine probes (for benchmarks: `kosmos2 bench`, `make bench`) -----------------------
+ * What this machine can do, measured now, to show speeds as fractions of it. Each takes about a
+ * second and runs on n_threads OpenMP threads (0 = all cores).
+ *   kosmos2_bench_memory_read: bytes/s of a streaming read of a 1 GiB buffer (best of 4; 0 when
+ *     the buffer cannot be allocated);
+ *   kosmos2_bench_fma_peak:    float32 flop/s of independent fused multiply-adds in registers, at
+ *     the vector width the kernels use (best of 4; a multiply-add counts 2);
+ *   kosmos2_kernels_name:      the kernels' instruction set: "avx512", "avx2" or "scalar". */
+double kosmos2_bench_memory_read(int n_threads);
+double kosmos2_bench_fma_peak(int n_threads);
+const char *kosmos2_kernels_name(void);
+
 
 #ifdef __cplusplus
 }
@@ -4566,7 +4578,75 @@ static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64
         _mm512_mask_storeu_ps(o + d0 + 32, k2, a2); _mm512_mask_storeu_ps(o + d0 + 48, k3, a3);
     }
 }
+/* Machine probes (kosmos2_bench_*): the sum of p[0..n-1] read as 4 sequential streams (one per
+ * quarter: one stream alone does not reach the memory bandwidth everywhere), and 16 independent
+ * chains of FMAs in registers (16 x lanes x 2 flops per iteration). */
+static KOSMOS2__T_AVX2 float kosmos2__probe_read_avx2(const float *p, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t q = n / 4;
+    float t[8];
+    int64_t i;
+    for (i = 0; i + 16 <= q; i += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_loadu_ps(p + i + 8)));
+        a1 = _mm256_add_ps(a1, _mm256_add_ps(_mm256_loadu_ps(p + q + i), _mm256_loadu_ps(p + q + i + 8)));
+        a2 = _mm256_add_ps(a2, _mm256_add_ps(_mm256_loadu_ps(p + 2 * q + i), _mm256_loadu_ps(p + 2 * q + i + 8)));
+        a3 = _mm256_add_ps(a3, _mm256_add_ps(_mm256_loadu_ps(p + 3 * q + i), _mm256_loadu_ps(p + 3 * q + i + 8)));
+    }
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    return t[0];
+}
+static KOSMOS2__T_AVX512 float kosmos2__probe_fma_avx512(int64_t iters) {
+    __m512 a[16];
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    int64_t i;
+    int j;
+    for (j = 0; j < 16; j++) a[j] = _mm512_set1_ps((float)j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 16") for (j = 0; j < 16; j++) a[j] = _mm512_fmadd_ps(a[j], m, c);
+    for (j = 1; j < 16; j++) a[0] = _mm512_add_ps(a[0], a[j]);
+    return kosmos2__fold16_avx512(a[0]);
+}
+static KOSMOS2__T_AVX2 float kosmos2__probe_fma_avx2(int64_t iters) {
+    __m256 a[16];
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    float t[8];
+    int64_t i;
+    int j;
+    for (j = 0; j < 16; j++) a[j] = _mm256_set1_ps((float)j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 16") for (j = 0; j < 16; j++) a[j] = _mm256_fmadd_ps(a[j], m, c);
+    for (j = 1; j < 16; j++) a[0] = _mm256_add_ps(a[0], a[j]);
+    _mm256_storeu_ps(t, a[0]);
+    return t[0];
+}
 #endif /* KOSMOS2__X86 */
+
+/* The portable probes (see above): 4 streams; 16 chains of 8 lanes. */
+static float kosmos2__probe_read(const float *p, int64_t n) {
+    const int64_t q = n / 4;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i;
+#ifdef KOSMOS2__X86
+    if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) return kosmos2__probe_read_avx2(p, n);
+#endif
+    for (i = 0; i < q; i++) { a0 += p[i]; a1 += p[q + i]; a2 += p[2 * q + i]; a3 += p[3 * q + i]; }
+    return a0 + a1 + a2 + a3;
+}
+/* flops of one kosmos2__probe_fma(iters) */
+static double kosmos2__probe_fma_flops(int64_t iters) {
+    const int isa = kosmos2__kernels_isa();
+    return (double)iters * 2 * 16 * (isa == KOSMOS2__ISA_AVX512 ? 16 : 8);
+}
+static float kosmos2__probe_fma(int64_t iters) {
+    float a[16][8];
+    int64_t i;
+    int j, l;
+#ifdef KOSMOS2__X86
+    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX512) return kosmos2__probe_fma_avx512(iters);
+    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX2) return kosmos2__probe_fma_avx2(iters);
+#endif
+    for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = (float)j;
+    for (i = 0; i < iters; i++) for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = a[j][l] * 0.999999f + 1e-7f; /* (as the scalar kernels: multiply, add) */
+    return a[0][0] + a[15][7];
+}
 
 /* ----------------------------------------------------------------------- kernel tables ---- */
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
@@ -4596,6 +4676,71 @@ static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86_DIAG_PUSHED
 #pragma GCC diagnostic pop
 #endif
+
+/* ------------------------------------------------------------------------ machine probes -- */
+static int kosmos2__bench_threads(int n_threads) {
+#ifdef _OPENMP
+    return n_threads > 0 ? n_threads : omp_get_num_procs();
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+double kosmos2_bench_memory_read(int n_threads) {
+    const int64_t n = (int64_t)1 << 28; /* 1 GiB of floats */
+    const int nt = kosmos2__bench_threads(n_threads);
+    float *p = (float *)KOSMOS2_MALLOC((size_t)n * sizeof(float));
+    double best = 0;
+    volatile float sink = 0;
+    int64_t i;
+    int rep;
+    (void)nt; /* (without OpenMP) */
+    if (!p) { kosmos2__fail(KOSMOS2_E_NOMEM, "kosmos2_bench_memory_read: no memory for the 1 GiB buffer"); return 0; }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i = 0; i < n; i++) /* distinct contents (no shared zero pages), first touch by the readers */
+        p[i] = (float)(uint32_t)((uint64_t)i * 2654435761u >> 7);
+    for (rep = 0; rep < 4; rep++) {
+        const double t0 = kosmos2__now_ms();
+        double t;
+#pragma omp parallel num_threads(nt)
+        {
+#ifdef _OPENMP
+            const int64_t chunk = n / omp_get_num_threads() / 64 * 64, t_id = omp_get_thread_num();
+#else
+            const int64_t chunk = n, t_id = 0;
+#endif
+            const float s = kosmos2__probe_read(p + t_id * chunk, chunk);
+#pragma omp atomic
+            sink += s;
+        }
+        t = kosmos2__now_ms() - t0;
+        if (t > 0 && (double)n * 4 / (t * 1e-3) > best) best = (double)n * 4 / (t * 1e-3);
+    }
+    KOSMOS2_FREE(p);
+    return best;
+}
+double kosmos2_bench_fma_peak(int n_threads) {
+    const int64_t iters = 20000000;
+    const int nt = kosmos2__bench_threads(n_threads);
+    double best = 0;
+    volatile float sink = 0;
+    int rep;
+    (void)nt; /* (without OpenMP) */
+    for (rep = 0; rep < 4; rep++) {
+        const double t0 = kosmos2__now_ms();
+        double t;
+#pragma omp parallel num_threads(nt)
+        {
+            const float s = kosmos2__probe_fma(iters);
+#pragma omp atomic
+            sink += s;
+        }
+        t = kosmos2__now_ms() - t0;
+        if (t > 0 && kosmos2__probe_fma_flops(iters) * nt / (t * 1e-3) > best) best = kosmos2__probe_fma_flops(iters) * nt / (t * 1e-3);
+    }
+    return best;
+}
+const char *kosmos2_kernels_name(void) { return kosmos2__isa_name(kosmos2__kernels_isa()); }
 
 /* --------------------------------------------------------------------- product drivers ---- */
 /* p rounded up to a multiple of 64 bytes (a cache line: whole-line vector loads); NULL stays NULL */

@@ -75,8 +75,7 @@ static void test_numerics_on(const char **dirs, int n_dirs) {
             if (test_load_case(dir, &tc)) {
                 struct stat st;
                 CHECK(ci >= 1 || stat(dir, &st) != 0, "%s: could not read case %d", test_models[mi], ci);
-                if (stat(dir, &st) == 0) continue; /* a case directory without this reference */
-                break;
+                continue; /* a case directory without this reference, or no such case (--refs 0,2 of the full-size script) */
             }
             px = test_npy(dir, "pixel_values.npy", &npx); vh = test_npy(dir, "vision_hidden.npy", &nvh);
             ie = test_npy(dir, "image_embeds.npy", &nie); pl = test_npy(dir, "prompt_logits.npy", &npl);
@@ -145,13 +144,12 @@ static void test_model_fullsize_quantized(void) {
         if (g[t]) CHECK_OK(kosmos2_context_new(g[t], NULL, &gctx[t]));
     }
     for (ci = 0; ci < 8 && ctx && gctx[0] && gctx[1]; ci++) {
-        char cdir[1024];
+        char cdir[512];
         test_case tc;
         size_t npx;
         float *px, *ref, *q;
-        struct stat st;
         snprintf(cdir, sizeof cdir, "%s/ref/case%d", dir, ci);
-        if (test_load_case(cdir, &tc)) { if (stat(cdir, &st) == 0) continue; break; }
+        if (test_load_case(cdir, &tc)) continue; /* no such case (the full-size script writes some) */
         px = test_npy(cdir, "pixel_values.npy", &npx);
         ref = (float *)malloc((size_t)V * 4); q = (float *)malloc((size_t)V * 4);
         if (px) {
@@ -193,11 +191,7 @@ static void test_generate_on(const char **test_models, int n_dirs) {
             int n = 0, i, same;
             kosmos2_generate_params gp = kosmos2_generate_default_params();
             snprintf(dir, sizeof dir, "%s/ref/case%d", test_models[mi], ci);
-            if (test_load_case(dir, &tc)) {
-                struct stat st;
-                if (stat(dir, &st) == 0) continue;
-                break;
-            }
+            if (test_load_case(dir, &tc)) continue; /* no such case (the full-size script writes some) */
             px = test_npy(dir, "pixel_values.npy", &npx);
             if (!px) { CHECK(0, "%s: no pixel_values.npy", dir); continue; }
             CHECK_OK(kosmos2_encode_image(ctx, px, NULL, NULL));
