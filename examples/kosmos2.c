@@ -5,6 +5,8 @@
  *   kosmos2 tokenize   -m MODEL_DIR [TEXT]                    text -> ids
  *   kosmos2 detokenize -m MODEL_DIR [--keep-special] [IDS...] ids -> text
  *   kosmos2 preprocess -m MODEL_DIR --image FILE --out FILE.npy
+ *   kosmos2 quantize IN OUT.gguf --type T                     one self-contained GGUF file
+ *   kosmos2 bench -m MODEL [-i IMAGE] [-t N] [-n N]           per-stage speed vs the machine's limits
  *
  * Output conventions:
  *   - stdout carries results only: the streamed text then a readable caption + entity list, or with
@@ -38,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -1197,6 +1200,143 @@ static int cmd_quantize(int argc, char **argv) {
     return rc;
 }
 
+/* Peak resident memory of this process in MB (Linux: ru_maxrss in KiB; macOS: bytes). */
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+#ifdef __APPLE__
+    return (double)ru.ru_maxrss / 1048576.0;
+#else
+    return (double)ru.ru_maxrss / 1024.0;
+#endif
+}
+
+/* kosmos2 bench -m MODEL [-i IMAGE] [-p PROMPT] [-t N] [-n N] [--no-limits]: the whole pipeline
+ * per stage, as fractions of this machine's limits measured in the same run (stdout). A warm-up
+ * run first pages the weights in; then one timed run (no n-gram ban: a fixed amount of work).
+ * FLOPs: 2 per multiply-add of the matrix products (attention included); decode bytes: every
+ * text-model weight read once per token (the tied lm_head included). */
+static int cmd_bench(int argc, char **argv) {
+    const char *model_path = NULL, *image_path = NULL, *prompt = "<grounding>An image of", *v;
+    int threads = 0, n_new = 32, limits = 1, i, r, rc = 0;
+    kosmos2_model_params mp = kosmos2_model_default_params();
+    kosmos2_context_params cp = kosmos2_context_default_params();
+    kosmos2_generate_params gp = kosmos2_generate_default_params();
+    kosmos2_model *model = NULL;
+    kosmos2_context *ctx = NULL;
+    kosmos2_image img;
+    kosmos2_result res;
+    double bw = 0, peak = 0, t0, t_load, t_warm, t_end, rss, vis_flop, pre_flop, dec_bytes = 0, weight_bytes = 0;
+    memset(&img, 0, sizeof img);
+    memset(&res, 0, sizeof res);
+    for (i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { print_help(stdout); return 0; }
+        if (!strcmp(a, "--no-limits")) { limits = 0; continue; }
+        if ((r = flag_value(argc, argv, &i, "--model", "-m", &v)) != 0) { if (r == EXIT_USAGE) return r; model_path = v; continue; }
+        if ((r = flag_value(argc, argv, &i, "--image", "-i", &v)) != 0) { if (r == EXIT_USAGE) return r; image_path = v; continue; }
+        if ((r = flag_value(argc, argv, &i, "--prompt", "-p", &v)) != 0) { if (r == EXIT_USAGE) return r; prompt = v; continue; }
+        if ((r = flag_value(argc, argv, &i, "--threads", "-t", &v)) != 0) {
+            if (r == EXIT_USAGE || (r = parse_int(a, v, 0, 4096, &threads)) != 0) return EXIT_USAGE;
+            continue;
+        }
+        if ((r = flag_value(argc, argv, &i, "--max-new-tokens", "-n", &v)) != 0) {
+            if (r == EXIT_USAGE || (r = parse_int(a, v, 1, 1 << 20, &n_new)) != 0) return EXIT_USAGE;
+            continue;
+        }
+        if (a[0] == '-' && a[1]) return usage_error("bench: unknown option '%s' (see kosmos2 --help)", a);
+        return usage_error("bench: unexpected argument '%s'", a);
+    }
+    if (!model_path) return usage_error("bench: no model given (-m DIR|FILE)");
+    if ((rc = check_model_path(model_path)) != 0) return rc;
+    signal(SIGINT, on_sigint);
+    t0 = now_ms();
+    mp.n_threads = threads;
+    if (kosmos2_model_load(model_path, &mp, &model)) { rc = library_error("cannot load the model"); goto end; }
+    t_load = now_ms() - t0;
+    cp.n_threads = threads;
+    if (kosmos2_context_new(model, &cp, &ctx)) { rc = library_error("cannot create a context"); goto end; }
+    kosmos2_context_set_abort_callback(ctx, abort_requested, NULL);
+    if (image_path) {
+        if (kosmos2_image_load_file(image_path, 0, &img)) { rc = library_error("cannot read the image"); goto end; }
+    } else { /* a synthetic 1024 x 1024 image: smooth gradients */
+        const int w = 1024, h = 1024;
+        uint8_t *rgb = (uint8_t *)malloc((size_t)w * h * 3);
+        int x, y;
+        if (!rgb) { rc = runtime_error("out of memory"); goto end; }
+        for (y = 0; y < h; y++)
+            for (x = 0; x < w; x++) {
+                uint8_t *q = rgb + ((size_t)y * w + x) * 3;
+                q[0] = (uint8_t)(x * 255 / w); q[1] = (uint8_t)(y * 255 / h); q[2] = (uint8_t)((x + y) * 255 / (w + h));
+            }
+        r = kosmos2_image_from_pixels(rgb, w, h, 3, (size_t)w * 3, &img);
+        free(rgb);
+        if (r) { rc = library_error("cannot make the synthetic image"); goto end; }
+    }
+    gp.no_repeat_ngram_size = 0; /* a fixed amount of work */
+    gp.max_new_tokens = 2;
+    fprintf(stderr, "kosmos2 bench: warm-up run (pages the weights in)...\n");
+    t_warm = now_ms();
+    r = kosmos2_generate(ctx, &img, prompt, NULL, 0, &gp, &res);
+    kosmos2_result_free(&res);
+    if (r) { rc = r == KOSMOS2_E_ABORTED ? EXIT_INTERRUPTED : library_error("warm-up run"); goto end; }
+    t_warm = now_ms() - t_warm;
+    gp.max_new_tokens = n_new;
+    fprintf(stderr, "kosmos2 bench: timed run (%d new tokens)...\n", n_new);
+    t0 = now_ms();
+    r = kosmos2_generate(ctx, &img, prompt, NULL, 0, &gp, &res);
+    if (r) { rc = r == KOSMOS2_E_ABORTED ? EXIT_INTERRUPTED : library_error("timed run"); goto end; }
+    {
+        const kosmos2_config *c = kosmos2_model_config(model);
+        double N = (double)(c->image_size / c->patch_size) * (c->image_size / c->patch_size) + 1, Dv = c->vision_hidden,
+               Fv = c->vision_intermediate, D = c->text_hidden, F = c->ffn_dim, V = c->vocab_size, T = res.n_prompt;
+        vis_flop = 2.0 * c->vision_layers * (N * (4 * Dv * Dv + 2 * Dv * Fv) + 2 * N * N * Dv);
+        pre_flop = 2.0 * c->text_layers * (T * (4 * D * D + 2 * D * F) + T * T * D) + 2.0 * V * D;
+        for (i = 0; i < kosmos2_model_n_tensors(model); i++) {
+            kosmos2_tensor_info ti;
+            kosmos2_model_tensor(model, i, &ti);
+            weight_bytes += (double)ti.nbytes;
+            if (!strncmp(ti.name, "text_model.", 11)) dec_bytes += (double)ti.nbytes;
+        }
+    }
+    t_end = now_ms();
+    rss = peak_rss_mb(); /* (before the probes: the memory one allocates 1 GiB) */
+    if (limits) {
+        fprintf(stderr, "kosmos2 bench: measuring the machine (memory read, FMA peak)...\n");
+        bw = kosmos2_bench_memory_read(kosmos2_context_n_threads(ctx));
+        peak = kosmos2_bench_fma_peak(kosmos2_context_n_threads(ctx));
+    }
+    printf("kosmos2 %s bench: %s (%.2f GB of weights), %d threads, kernels %s\n", KOSMOS2_VERSION, model_path,
+           weight_bytes / 1e9, kosmos2_context_n_threads(ctx), kosmos2_kernels_name());
+    if (limits) printf("machine            memory read %.1f GB/s, float32 FMA peak %.1f GFLOP/s (measured now)\n", bw / 1e9, peak / 1e9);
+    printf("load             %8.1f ms\n", t_load);
+    printf("warm-up run      %8.1f ms   (first touch of the weights, 2 new tokens)\n", t_warm);
+    printf("preprocess       %8.1f ms   (%dx%d image)\n", res.t_preprocess_ms, img.width, img.height);
+    printf("vision           %8.1f ms   %6.1f GFLOP/s", res.t_vision_ms, vis_flop / res.t_vision_ms * 1e-6);
+    if (limits && peak > 0) printf(" = %3.0f%% of FMA peak", 100 * vis_flop / (res.t_vision_ms * 1e-3) / peak);
+    printf("\nresampler        %8.1f ms\n", res.t_resampler_ms);
+    printf("prefill          %8.1f ms   %6.1f GFLOP/s", res.t_prefill_ms, pre_flop / res.t_prefill_ms * 1e-6);
+    if (limits && peak > 0) printf(" = %3.0f%% of FMA peak", 100 * pre_flop / (res.t_prefill_ms * 1e-3) / peak);
+    printf(" (%d tokens)\n", res.n_prompt);
+    if (res.n_decode > 1) {
+        double per = res.t_decode_ms / (res.n_decode - 1);
+        printf("decode           %8.1f ms/token = %5.2f tokens/s, %5.1f GB/s", per, 1e3 / per, dec_bytes / per * 1e-6);
+        if (limits && bw > 0) printf(" = %3.0f%% of memory read", 100 * dec_bytes / (per * 1e-3) / bw);
+        printf("\n");
+    }
+    printf("end to end       %8.1f ms   (load + the timed run: preprocess, vision, resampler, prefill, %d new tokens)\n",
+           t_load + t_end - t0, res.n_decode);
+    printf("peak RSS         %8.1f MB\n", rss);
+end:
+    signal(SIGINT, SIG_DFL);
+    if (g_interrupted && rc == 0) rc = EXIT_INTERRUPTED;
+    kosmos2_result_free(&res);
+    kosmos2_image_free(&img);
+    kosmos2_context_free(ctx);
+    kosmos2_model_free(model);
+    return rc;
+}
+
 /* ============================================================================================
  *  Help and dispatch
  * ============================================================================================ */
@@ -1212,7 +1352,14 @@ static void print_help(FILE *f) {
         "  kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0\n"
         "                           write one self-contained GGUF file (weights, config, tokenizer);\n"
         "                           q8_0/q4_0 quantize the large matrices, keeping norms, biases and\n"
-        "                           position embeddings in f32 and the token embedding in f16\n"
+        "                           position embeddings in f32 and the token embedding in f16 (q4_0:\n"
+        "                           the resampler in q8_0); one line per tensor says what it got\n"
+        "  kosmos2 bench -m DIR|FILE [-i IMAGE] [-p PROMPT] [-t N] [-n N] [--no-limits]\n"
+        "                           time each stage (load, preprocess, vision, resampler, prefill,\n"
+        "                           decode, end to end, peak RSS) as fractions of the machine's memory\n"
+        "                           read bandwidth and FMA peak, measured in the same run (about 5 s;\n"
+        "                           --no-limits skips it); default image: a synthetic 1024x1024,\n"
+        "                           32 new tokens, no n-gram ban\n"
         "\n"
         "options:\n"
         "  -m, --model DIR|FILE     Hugging Face checkpoint directory (config.json, model.safetensors,\n"
@@ -1281,6 +1428,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"detokenize", cmd_detokenize},
     {"preprocess", cmd_preprocess},
     {"quantize", cmd_quantize},
+    {"bench", cmd_bench},
 };
 
 int main(int argc, char **argv) {

@@ -40,53 +40,8 @@ static void rate(bench_time t0, int nt, double work, bench_time *best) {
     if (rc > best->cpu) best->cpu = rc;
 }
 
-/* ---- machine limits ---- */
-#ifdef KOSMOS2__X86
-/* sum of p[0..n-1] read as 4 sequential streams (one per quarter): one stream alone does not
- * reach the memory bandwidth on every machine (on the test machine: 11 vs 15 GB/s per thread) */
-__attribute__((target("avx2"))) static float read_avx2(const float *p, int64_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const int64_t q = n / 4;
-    float t[8];
-    int64_t i;
-    for (i = 0; i + 16 <= q; i += 16) {
-        a0 = _mm256_add_ps(a0, _mm256_add_ps(_mm256_load_ps(p + i), _mm256_load_ps(p + i + 8)));
-        a1 = _mm256_add_ps(a1, _mm256_add_ps(_mm256_load_ps(p + q + i), _mm256_load_ps(p + q + i + 8)));
-        a2 = _mm256_add_ps(a2, _mm256_add_ps(_mm256_load_ps(p + 2 * q + i), _mm256_load_ps(p + 2 * q + i + 8)));
-        a3 = _mm256_add_ps(a3, _mm256_add_ps(_mm256_load_ps(p + 3 * q + i), _mm256_load_ps(p + 3 * q + i + 8)));
-    }
-    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    return t[0];
-}
-/* 16 independent chains of 16-lane FMAs: 512 flops per iteration */
-__attribute__((target("avx512f"))) static float fma_avx512(int64_t iters) {
-    __m512 a[16], m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    int64_t i;
-    int j;
-    for (j = 0; j < 16; j++) a[j] = _mm512_set1_ps((float)j);
-    for (i = 0; i < iters; i++) {
-#pragma GCC unroll 16
-        for (j = 0; j < 16; j++) a[j] = _mm512_fmadd_ps(a[j], m, c);
-    }
-    for (j = 1; j < 16; j++) a[0] = _mm512_add_ps(a[0], a[j]);
-    return _mm512_reduce_add_ps(a[0]);
-}
-__attribute__((target("avx2,fma"))) static float fma_avx2(int64_t iters) {
-    __m256 a[16], m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    float t[8];
-    int64_t i;
-    int j;
-    for (j = 0; j < 16; j++) a[j] = _mm256_set1_ps((float)j);
-    for (i = 0; i < iters; i++) {
-#pragma GCC unroll 16
-        for (j = 0; j < 16; j++) a[j] = _mm256_fmadd_ps(a[j], m, c);
-    }
-    for (j = 1; j < 16; j++) a[0] = _mm256_add_ps(a[0], a[j]);
-    _mm256_storeu_ps(t, a[0]);
-    return t[0];
-}
-#endif
-
+/* ---- machine limits: the library's probe kernels (kosmos2__probe_*, behind kosmos2_bench_*),
+ * timed here both ways ---- */
 static bench_time bandwidth(int nt) {
     const int64_t n = (int64_t)1 << 28; /* 1 GB of floats */
     float *p = (float *)aligned_alloc(64, (size_t)n * 4);
@@ -101,14 +56,9 @@ static bench_time bandwidth(int nt) {
         bench_time t0 = stamp();
 #pragma omp parallel num_threads(nt)
         {
-            int64_t chunk = n / omp_get_num_threads() / 64 * 64, j;
+            const int64_t chunk = n / omp_get_num_threads() / 64 * 64;
             const float *q = p + omp_get_thread_num() * chunk;
-            float s = 0;
-#ifdef KOSMOS2__X86
-            if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) s = read_avx2(q, chunk);
-            else
-#endif
-                for (j = 0; j < chunk; j += 4) s += q[j] + q[j + 1] + q[j + 2] + q[j + 3];
+            const float s = kosmos2__probe_read(q, chunk);
 #pragma omp atomic
             sink += s;
         }
@@ -121,37 +71,23 @@ static bench_time bandwidth(int nt) {
 static bench_time fma_peak(int nt) {
     const int64_t iters = 20000000;
     bench_time best = {0, 0};
-    int rep, isa = kosmos2__kernels_isa();
+    int rep;
     volatile float sink = 0;
-    double flops = (double)iters * nt * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 16 : isa == KOSMOS2__ISA_AVX2 ? 16 * 8 : 8);
     for (rep = 0; rep < 4; rep++) {
         bench_time t0 = stamp();
 #pragma omp parallel num_threads(nt)
         {
-            float s;
-#ifdef KOSMOS2__X86
-            if (isa == KOSMOS2__ISA_AVX512) s = fma_avx512(iters);
-            else if (isa == KOSMOS2__ISA_AVX2) s = fma_avx2(iters);
-            else
-#endif
-            {
-                float a[8] = {0};
-                int64_t i;
-                int j;
-                for (i = 0; i < iters; i++)
-                    for (j = 0; j < 8; j++) a[j] = fmaf(a[j], 0.999999f, 1e-7f);
-                s = a[0];
-            }
+            const float s = kosmos2__probe_fma(iters);
 #pragma omp atomic
             sink += s;
         }
-        rate(t0, nt, flops, &best);
+        rate(t0, nt, kosmos2__probe_fma_flops(iters) * nt, &best);
     }
     return best;
 }
 
 /* ---- kernels ---- */
-#ifndef BENCH_KERNELS_NO_MAIN /* tests/bench.c includes this file for the machine limits only */
+#ifndef BENCH_KERNELS_NO_MAIN /* (a tool may include this file for its helpers) */
 static float frand(void) { return (float)rand() / RAND_MAX * 2 - 1; }
 /* 64-byte aligned (as the model's buffers and mapped weights should be) */
 static void *amalloc(size_t n) { return aligned_alloc(64, (n + 63) / 64 * 64); }

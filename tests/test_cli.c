@@ -689,6 +689,13 @@ static void test_cli_errors(void) {
         {"preprocess -m tests/fixtures/tiny_f32 --out x.npy", 2, "no image given"},
         {"preprocess -m tests/fixtures/tiny_f32 --image /nonexistent.png --out " CLI_TMP "/x.npy", 1, "cannot read the image"},
         {"preprocess -m tests/fixtures/tiny_f32 --image tests/fixtures/tiny_f32/synthetic.png --out /nonexistent/x.npy", 1, "cannot write"},
+        {"bench", 2, "bench: no model given"},
+        {"bench -m /nonexistent", 1, "'/nonexistent' not found"},
+        {"bench -m tests/fixtures/tiny_f32 --bad", 2, "bench: unknown option '--bad'"},
+        {"bench -m tests/fixtures/tiny_f32 stray", 2, "bench: unexpected argument 'stray'"},
+        {"bench -m tests/fixtures/tiny_f32 -n 0", 2, "-n: 0 is out of range"},
+        {"bench -m tests/fixtures/tiny_f32 -t x", 2, "-t: 'x' is not an integer"},
+        {"bench -m tests/fixtures/tiny_f32 --image /nonexistent.png --no-limits", 1, "cannot read the image"},
     };
     size_t i;
     cli__setup();
@@ -746,7 +753,8 @@ static void test_cli_help_version(void) {
     static const char *flags[] = {"-m, --model", "-i, --image", "-p, --prompt", "-n, --max-new-tokens", "--box ", "--box-px", "-t, --threads",
                                   "-c, --ctx-size", "--kv f32|f16|auto", "--beams", "--temp", "--top-k", "--top-p", "--seed", "--no-repeat-ngram", "--json",
                                   "-o, --output", "--dump-dir", "--keep-special", "--out", "--help", "--version", "tokenize", "detokenize",
-                                  "preprocess", "default 128", "<grounding>An image of", "BOXES", "EXIT STATUS"};
+                                  "preprocess", "quantize", "bench -m", "--no-limits", "default 128", "<grounding>An image of", "BOXES",
+                                  "EXIT STATUS"};
     char cmd[1024];
     cli__run r;
     size_t i;
@@ -763,6 +771,31 @@ static void test_cli_help_version(void) {
     snprintf(cmd, sizeof cmd, "%s", cli__bin());
     cli__exec(cmd, &r);
     CHECK(r.status == 2 && r.out_len == 0 && strstr(r.err, "usage:"), "no arguments: exit %d", r.status);
+    cli__run_free(&r);
+}
+
+/* kosmos2 bench on the tiny model (--no-limits: the machine probes take seconds and 1 GiB): every
+ * stage line, the model's token counts (71-token prompt, 8 new tokens -> 7 decode steps timed), a
+ * peak RSS, exit 0; with --image the image's size is reported. Times are not checked. */
+static void test_cli_bench(void) {
+    static const char *lines[] = {"bench: tests/fixtures/tiny_f32 (", "kernels ", "\nload ", "\nwarm-up run ", "\npreprocess ",
+                                  "(1024x1024 image)", "\nvision ", "GFLOP/s", "\nresampler ", "\nprefill ", "(71 tokens)",
+                                  "\ndecode ", "tokens/s", "\nend to end ", "8 new tokens", "\npeak RSS "};
+    char cmd[1024];
+    cli__run r;
+    size_t i;
+    cli__setup();
+    snprintf(cmd, sizeof cmd, "%s bench -m tests/fixtures/tiny_f32 -n 8 -t 2 --no-limits", cli__bin());
+    cli__exec(cmd, &r);
+    CHECK(r.status == 0, "bench exit %d: %s", r.status, r.err);
+    for (i = 0; i < sizeof lines / sizeof lines[0]; i++) CHECK(strstr(r.out, lines[i]) != NULL, "bench output lacks '%s':\n%s", lines[i], r.out);
+    CHECK(strstr(r.out, "machine ") == NULL && strstr(r.out, "% of") == NULL, "--no-limits still printed the limits:\n%s", r.out);
+    CHECK(strstr(r.out, "2 threads") != NULL, "bench: no thread count:\n%s", r.out);
+    cli__run_free(&r);
+    snprintf(cmd, sizeof cmd, "%s bench -m tests/fixtures/tiny_f32 -n 3 -t 1 --no-limits --image tests/fixtures/tiny_f32/synthetic.png", cli__bin());
+    cli__exec(cmd, &r);
+    CHECK(r.status == 0 && strstr(r.out, "(97x61 image)") && strstr(r.out, "3 new tokens") && strstr(r.out, "1 threads"),
+          "bench --image: exit %d\n%s", r.status, r.out);
     cli__run_free(&r);
 }
 
@@ -926,6 +959,7 @@ static void tests_cli(void) {
     RUN(test_cli_dump_dir);
     RUN(test_cli_annotated_png);
     RUN(test_cli_sampling);
+    RUN(test_cli_bench);
     RUN(test_cli_minimal_example);
     RUN(test_cli_download_script_offline);
 }
