@@ -4039,7 +4039,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                               const uint8_t *w, int64_t wstride, int dt,
                                                               const float *bias, int64_t pf, const int R, const int C) {
-    __m256 acc[2][2][2]; /* [r][c][b & 1] */
+    __m256 acc[2][4][2]; /* [r][c][b & 1] (R <= 2, C <= 4) */
     const int64_t nb = A->nb;
     const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
     int64_t b;
@@ -4080,6 +4080,17 @@ static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_row(float *y, int64_t ldy, const
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 2);
     else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 2);
+}
+/* 1 x 8 as two 1 x 4 tiles (decoding: one activation row feeds 4 weight rows at a time) */
+static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_row8(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    int half;
+    for (half = 0; half < 2; half++) {
+        const uint8_t *wh = w + half * 4 * wstride;
+        const float *bh = bias ? bias + half * 4 : NULL;
+        if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y + half * 4, ldy, A, m0, wh, wstride, KOSMOS2__Q8_0, bh, pf, 1, 4);
+        else kosmos2__qtile_avx2_body(y + half * 4, ldy, A, m0, wh, wstride, KOSMOS2__Q4_0, bh, pf, 1, 4);
+    }
 }
 static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_one(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
@@ -4660,7 +4671,7 @@ static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    NULL, kosmos2__vmath_avx2, kosmos2__pv_avx2, kosmos2__narrow_f16c};
+    kosmos2__qtile_avx2_row8, kosmos2__vmath_avx2, kosmos2__pv_avx2, kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
