@@ -4482,11 +4482,56 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_one(float *y, int64_t ldy, c
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
     else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
 }
+/* The 1 x 8 q4_0 tile written out for decoding: the same operations as the body above with R = 1,
+ * C = 8, but each row's step done at once (fewer live registers: no spills), the row pointers
+ * advanced instead of recomputed and the prefetch unconditional (pf = 0 prefetches the line
+ * itself). Cold matvec +5-15 % over the body; for q8_0 the body measured faster. */
+static KOSMOS2__T_AVX512 void kosmos2__qrow8_q4_avx512(float *y, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
+                                                        int64_t wstride, const float *bias, int64_t pf) {
+    const int bs = KOSMOS2__Q4_0_BYTES;
+    const int64_t nb = A->nb, npair = nb / 2, w4 = 4 * wstride;
+    const int8_t *a = A->q + m0 * A->rs * KOSMOS2__QK;  /* [nb, 32] */
+    const int32_t *ns = A->ns + m0 * A->rs * 8;         /* [nb, 8] */
+    const float *d = A->d + m0 * A->rsp * 16;           /* [nbp, 16] */
+    const uint8_t *r0 = w, *r1 = w + wstride, *r2 = w + 2 * wstride, *r3 = w + 3 * wstride;
+    __m512 acc[8];
+    int64_t j;
+    int c;
+    for (c = 0; c < 8; c++) acc[c] = _mm512_setzero_ps();
+    for (j = 0; j < npair; j++, a += 2 * KOSMOS2__QK, ns += 16, d += 16, r0 += 2 * bs, r1 += 2 * bs, r2 += 2 * bs, r3 += 2 * bs) {
+        const __m512 dx = _mm512_loadu_ps(d);
+        const __m512i av = _mm512_loadu_si512((const void *)a);
+        const __m512i init = _mm512_slli_epi32(_mm512_loadu_si512((const void *)ns), 3);
+#define KOSMOS2__ROW(ci, p)                                                                                          \
+    do {                                                                                                             \
+        const uint8_t *blk_ = (p);                                                                                   \
+        const __m512i wu_ = kosmos2__qload64u_avx512(blk_, 1, bs, KOSMOS2__Q4_0);                                    \
+        const __m512 dw_ = kosmos2__qscale2_avx512(blk_, 1, bs, KOSMOS2__Q4_0);                                      \
+        _mm_prefetch((const char *)blk_ + pf, _MM_HINT_T0);                                                          \
+        acc[ci] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dw_), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wu_, av)), acc[ci]); \
+    } while (0)
+        KOSMOS2__ROW(0, r0); KOSMOS2__ROW(1, r1); KOSMOS2__ROW(2, r2); KOSMOS2__ROW(3, r3);
+        KOSMOS2__ROW(4, r0 + w4); KOSMOS2__ROW(5, r1 + w4); KOSMOS2__ROW(6, r2 + w4); KOSMOS2__ROW(7, r3 + w4);
+#undef KOSMOS2__ROW
+    }
+    if (nb & 1) { /* a last odd block, as the body's pass 1 */
+        const __m512 dx = _mm512_loadu_ps(d);
+        const __m512i av = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_loadu_si256((const __m256i *)a), 0);
+        const __m512i init = _mm512_slli_epi32(_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_loadu_si256((const __m256i *)ns), 0), 3);
+        for (c = 0; c < 8; c++) {
+            const uint8_t *blk = w + c * wstride + (nb - 1) * bs;
+            const __m512i wu = kosmos2__qload64u_avx512(blk, 0, bs, KOSMOS2__Q4_0);
+            const __m512 dw = kosmos2__qscale2_avx512(blk, 0, bs, KOSMOS2__Q4_0);
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dw), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wu, av)), acc[c]);
+        }
+    }
+    for (c = 0; c < 8; c++) y[c] = kosmos2__fold16_avx512(acc[c]) + (bias ? bias[c] : 0.0f);
+}
 /* 1 x 8 (decoding: one activation row feeds 8 weight rows, 8 streams in flight) */
 static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                           const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 8);
-    else kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 8);
+    else kosmos2__qrow8_q4_avx512(y, A, m0, w, wstride, bias, pf);
 }
 /* The activation quantization (see kosmos2__qact_avx2), 16 values per register. */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m128i kosmos2__qround16_avx512(__m512 t) {
