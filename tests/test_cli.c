@@ -749,6 +749,12 @@ static void test_cli_kv_type(void) {
 }
 
 /* --help names every flag and exits 0; --version; no arguments: help on stderr, exit 2. */
+/* Every needle occurs in the output `r` of `what`. */
+static void cli__check_mentions(const cli__run *r, const char *const *needles, size_t n, const char *what) {
+    size_t i;
+    for (i = 0; i < n; i++) CHECK(strstr(r->out, needles[i]) != NULL, "%s: the output lacks '%s':\n%s", what, needles[i], r->out);
+}
+
 static void test_cli_help_version(void) {
     static const char *flags[] = {"-m, --model", "-i, --image", "-p, --prompt", "-n, --max-new-tokens", "--box ", "--box-px", "-t, --threads",
                                   "-c, --ctx-size", "--kv f32|f16|auto", "--beams", "--temp", "--top-k", "--top-p", "--seed", "--no-repeat-ngram", "--json",
@@ -757,12 +763,11 @@ static void test_cli_help_version(void) {
                                   "EXIT STATUS"};
     char cmd[1024];
     cli__run r;
-    size_t i;
     cli__setup();
     snprintf(cmd, sizeof cmd, "%s --help", cli__bin());
     cli__exec(cmd, &r);
     CHECK(r.status == 0, "--help exit %d", r.status);
-    for (i = 0; i < sizeof flags / sizeof flags[0]; i++) CHECK(strstr(r.out, flags[i]) != NULL, "--help does not mention '%s'", flags[i]);
+    cli__check_mentions(&r, flags, sizeof flags / sizeof flags[0], "--help");
     cli__run_free(&r);
     snprintf(cmd, sizeof cmd, "%s --version", cli__bin());
     cli__exec(cmd, &r);
@@ -783,12 +788,11 @@ static void test_cli_bench(void) {
                                   "\ndecode ", "tokens/s", "\nend to end ", "8 new tokens", "\npeak RSS "};
     char cmd[1024];
     cli__run r;
-    size_t i;
     cli__setup();
     snprintf(cmd, sizeof cmd, "%s bench -m tests/fixtures/tiny_f32 -n 8 -t 2 --no-limits", cli__bin());
     cli__exec(cmd, &r);
     CHECK(r.status == 0, "bench exit %d: %s", r.status, r.err);
-    for (i = 0; i < sizeof lines / sizeof lines[0]; i++) CHECK(strstr(r.out, lines[i]) != NULL, "bench output lacks '%s':\n%s", lines[i], r.out);
+    cli__check_mentions(&r, lines, sizeof lines / sizeof lines[0], "bench");
     CHECK(strstr(r.out, "machine ") == NULL && strstr(r.out, "% of") == NULL, "--no-limits still printed the limits:\n%s", r.out);
     CHECK(strstr(r.out, "2 threads") != NULL, "bench: no thread count:\n%s", r.out);
     cli__run_free(&r);
