@@ -4022,18 +4022,25 @@ static KOSMOS2__T_AVX2 void kosmos2__widen_avx2(const void *src, int dt, float *
 }
 
 /* 32 weights of block `blk` as int8 (q4_0 nibbles unpacked: low nibbles first, minus 8) */
+/* A block's 32 weights as bytes: q8_0 signed as stored; q4_0 the UNSIGNED nibbles u in [0, 15]
+ * (the -8 is applied to the sums: see kosmos2__qgroups_avx2). */
 KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qload32_avx2(const uint8_t *blk, int dt) {
     if (dt == KOSMOS2__Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
     {
         __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
         __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-        return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+        return _mm256_set_m128i(hi, lo);
     }
 }
-/* exact int32 sums of 4 consecutive products w*a (8 groups), by maddubs on |w| and sign(a, w) */
-KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i a) {
-    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+/* Exact int32 sums of 4 consecutive products w*a (8 groups).
+ *   q8_0: maddubs on |w| and sign(a, w) (|w| <= 127: the int16 pair sums cannot saturate);
+ *   q4_0: maddubs on the unsigned nibbles u and a (pairs <= 2*15*127), and
+ *         sum((u - 8) * a) = sum(u * a) - 8 * sum(a), with ns = -sum(a) per group (A->ns). */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i a, const int32_t *ns, int dt) {
+    if (dt == KOSMOS2__Q4_0)
+        return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)),
+                                _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)ns), 3));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
 }
 /* The quantized tile: R x C outputs; accumulators lo (even blocks) and hi (odd blocks). */
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
@@ -4061,7 +4068,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t 
             dw = _cvtsh_ss(dh);
             KOSMOS2__UNROLL for (r = 0; r < R; r++) {
                 __m256i av = _mm256_loadu_si256((const __m256i *)(aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK));
-                __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av));
+                __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av, A->ns + ((m0 + r) * A->rs + b) * 8, dt));
                 __m256 d = _mm256_set1_ps(dw * KOSMOS2__QACT_D(A, m0 + r, b));
                 acc[r][c][h] = _mm256_fmadd_ps(d, p, acc[r][c][h]);
             }
