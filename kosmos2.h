@@ -4035,11 +4035,10 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qload32_avx2(const uint8_t *blk
 /* Exact int32 sums of 4 consecutive products w*a (8 groups).
  *   q8_0: maddubs on |w| and sign(a, w) (|w| <= 127: the int16 pair sums cannot saturate);
  *   q4_0: maddubs on the unsigned nibbles u and a (pairs <= 2*15*127), and
- *         sum((u - 8) * a) = sum(u * a) - 8 * sum(a), with ns = -sum(a) per group (A->ns). */
-KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i a, const int32_t *ns, int dt) {
-    if (dt == KOSMOS2__Q4_0)
-        return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)),
-                                _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)ns), 3));
+ *         sum((u - 8) * a) = sum(u * a) - 8 * sum(a): corr = 8 * A->ns (ns = -sum(a) per group),
+ *         computed once per activation row and block by the caller. */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__qgroups_avx2(__m256i w, __m256i a, __m256i corr, int dt) {
+    if (dt == KOSMOS2__Q4_0) return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)), corr);
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
 }
 /* The quantized tile: R x C outputs; accumulators lo (even blocks) and hi (odd blocks). */
@@ -4058,6 +4057,10 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t 
     }
     for (b = 0; b < nb; b++) {
         const int h = (int)(b & 1);
+        __m256i corr[2]; /* q4_0: 8 * (minus the group sums) of each activation row (see kosmos2__qgroups_avx2) */
+        KOSMOS2__UNROLL for (r = 0; r < R; r++)
+            corr[r] = dt == KOSMOS2__Q4_0 ? _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(A->ns + ((m0 + r) * A->rs + b) * 8)), 3)
+                                          : _mm256_setzero_si256();
         KOSMOS2__UNROLL for (c = 0; c < C; c++) {
             const uint8_t *blk = w + c * wstride + b * bs;
             __m256i wv = kosmos2__qload32_avx2(blk, dt);
@@ -4068,7 +4071,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_body(float *y, int64_t 
             dw = _cvtsh_ss(dh);
             KOSMOS2__UNROLL for (r = 0; r < R; r++) {
                 __m256i av = _mm256_loadu_si256((const __m256i *)(aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK));
-                __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av, A->ns + ((m0 + r) * A->rs + b) * 8, dt));
+                __m256 p = _mm256_cvtepi32_ps(kosmos2__qgroups_avx2(wv, av, corr[r], dt));
                 __m256 d = _mm256_set1_ps(dw * KOSMOS2__QACT_D(A, m0 + r, b));
                 acc[r][c][h] = _mm256_fmadd_ps(d, p, acc[r][c][h]);
             }

@@ -1361,7 +1361,10 @@ static int cmd_bench(int argc, char **argv) {
     printf("peak RSS         %8.1f MB\n", rss);
 end:
     signal(SIGINT, SIG_DFL);
-    if (g_interrupted && rc == 0) rc = EXIT_INTERRUPTED;
+    if (g_interrupted && (rc == 0 || rc == EXIT_INTERRUPTED)) {
+        fprintf(stderr, "kosmos2: bench interrupted\n");
+        rc = EXIT_INTERRUPTED;
+    }
     kosmos2_result_free(&res);
     kosmos2_image_free(&img);
     kosmos2_context_free(ctx);
@@ -1389,8 +1392,8 @@ static void print_help(FILE *f) {
         "  kosmos2 bench -m DIR|FILE [-i IMAGE] [-p PROMPT] [-t N] [-n N] [--no-limits]\n"
         "                           time each stage (load, preprocess, vision, resampler, prefill,\n"
         "                           decode, end to end, peak RSS) as fractions of the machine's memory\n"
-        "                           read bandwidth and FMA peak, measured in the same run (about 5 s;\n"
-        "                           --no-limits skips it); default image: a synthetic 1024x1024,\n"
+        "                           read bandwidth and FMA peak, measured before and after the run\n"
+        "                           (about 7 s; --no-limits skips it); default image: a synthetic 1024x1024,\n"
         "                           32 new tokens, no n-gram ban\n"
         "\n"
         "options:\n"
