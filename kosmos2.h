@@ -6070,7 +6070,8 @@ static int kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos
  * ============================================================================================ */
 typedef struct {        /* the key/value cache of one sequence */
     void **k, **v;      /* [text_layers] -> [cap, D] keys / values after projection (heads interleaved),
-                         * of the context's kv_dt: float, or float16 bits (uint16_t) */
+                         * of the context's kv_dt: float, or float16 bits (uint16_t); all in `mem` */
+    void *mem;          /* the one allocation holding every layer's keys and values */
     int32_t *ids;       /* [cap] the tokens in the cache (for the n-gram ban) */
     int n, cap;         /* positions used / allocated */
     int n_nonpad;       /* tokens that are not <pad> (positions count only those) */
@@ -6116,8 +6117,8 @@ static size_t kosmos2__kv_bytes_per_pos(const kosmos2_config *c, int dt) {
 
 static void kosmos2__kv_free(kosmos2_context *ctx, kosmos2__kv *kv) {
     int l, layers = ctx->m->cfg.text_layers;
-    if (kv->k) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->k[l]);
-    if (kv->v) for (l = 0; l < layers; l++) KOSMOS2_FREE(kv->v[l]);
+    (void)l; (void)layers;
+    KOSMOS2_FREE(kv->mem);
     KOSMOS2_FREE(kv->k); KOSMOS2_FREE(kv->v); KOSMOS2_FREE(kv->ids);
     ctx->kv_bytes -= (size_t)kv->cap * kosmos2__kv_bytes_per_pos(&ctx->m->cfg, ctx->kv_dt);
     memset(kv, 0, sizeof *kv);
@@ -6142,13 +6143,29 @@ static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) 
         kv->v = (void **)kosmos2__calloc((size_t)c->text_layers + 1, sizeof(void *));
         if (!kv->k || !kv->v) return KOSMOS2_E_NOMEM;
     }
-    for (l = 0; l < c->text_layers; l++) {
-        void *nk = KOSMOS2_REALLOC(kv->k[l], (size_t)cap * D * es);
-        if (!nk) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
-        kv->k[l] = nk;
-        nk = KOSMOS2_REALLOC(kv->v[l], (size_t)cap * D * es);
-        if (!nk) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
-        kv->v[l] = nk;
+    {   /* One block for all layers, [layers][k, v][cap, D], on 2 MiB pages where the system
+         * allows: every decoded token writes a new row to each of the 2 x layers arrays, and with
+         * 4 KiB pages each of those rows was a page fault (~20 us each in the test VM: 4 % of
+         * q4_0 decoding). The rows in use are copied over (growth is by doubling: rare). */
+        const size_t per_arr = (size_t)cap * D * es, total = 2 * (size_t)c->text_layers * per_arr, huge = (size_t)2 << 20;
+        const size_t slack = total >= 2 * huge ? huge : 64;
+        unsigned char *raw = (unsigned char *)KOSMOS2_MALLOC(total + slack), *base;
+        if (!raw) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
+        base = (unsigned char *)(((uintptr_t)raw + slack - 1) & ~(uintptr_t)(slack - 1));
+#if defined(KOSMOS2__HAVE_MMAP) && defined(MADV_HUGEPAGE)
+        if (slack == huge) (void)madvise(base, total & ~(huge - 1), MADV_HUGEPAGE); /* advice only */
+#endif
+        for (l = 0; l < c->text_layers; l++) {
+            unsigned char *nk = base + (size_t)(2 * l) * per_arr, *nv = nk + per_arr;
+            if (kv->n > 0) {
+                memcpy(nk, kv->k[l], (size_t)kv->n * D * es);
+                memcpy(nv, kv->v[l], (size_t)kv->n * D * es);
+            }
+            kv->k[l] = nk;
+            kv->v[l] = nv;
+        }
+        KOSMOS2_FREE(kv->mem);
+        kv->mem = raw;
     }
     {
         int32_t *ni = (int32_t *)KOSMOS2_REALLOC(kv->ids, (size_t)cap * sizeof(int32_t));
