@@ -4947,20 +4947,32 @@ static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ld
     }
 }
 
-/* y[M,N] = q8_0(x)[M,K] W^T + bias for Q8_0/Q4_0 weights: x is quantized once (in parallel over
- * rows), then panels of QC weight rows are distributed over the threads, for one chunk of
- * activation rows at a time: a quantized row takes about 3K bytes (values, lane-broadcast scales,
- * group sums) and every panel reads the whole chunk, so a chunk is sized to stay in half the L2
- * cache (the weights, read once per chunk, stream from memory anyway). */
-static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
-                             int n_threads, const kosmos2__kernel_set *ks) {
-    const int64_t N = W->rows, K = W->cols, C = ks->QC, np = (N + C - 1) / C, nb = K / KOSMOS2__QK;
-    const int64_t wbytes = kosmos2__row_bytes(W->dtype, K);
+/* ys[i][M,N_i] = q8_0(x)[M,K] Ws[i]^T + biases[i] (i < nm) for Q8_0/Q4_0 weights of one dtype
+ * and K, in one parallel region: x is quantized once (in parallel over rows) for all nm products
+ * (the decoder's q, k and v share it). Then panels of QC weight rows are distributed over the
+ * threads, for one chunk of activation rows at a time: a quantized row takes about 3K bytes
+ * (values, lane-broadcast scales, group sums) and every panel reads the whole chunk, so a chunk is
+ * sized to stay in half the L2 cache (the weights, read once per chunk, stream from memory anyway).
+ * One activation row (decoding): 1 x 8 tiles, those of all nm matrices in one static loop (each
+ * thread streams one contiguous run of weights). */
+static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const kosmos2__mat *const *Ws,
+                              const float *const *biases, int nm, int n_threads, const kosmos2__kernel_set *ks) {
+    const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
+    const int dt = Ws[0]->dtype;
+    const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K);
+    int64_t n_all = 0, n8_all = 0;
     kosmos2__qacts A;
     void *mem;
+    int i;
     if (K % KOSMOS2__QK != 0)
         return kosmos2__fail(KOSMOS2_E_INVALID, "matmul: %s weights need a multiple of 32 columns, got %lld",
-                             kosmos2__dtype_name(W->dtype), (long long)K);
+                             kosmos2__dtype_name(Ws[0]->dtype), (long long)K);
+    for (i = 0; i < nm; i++) {
+        if (Ws[i]->cols != K || (int)Ws[i]->dtype != dt)
+            return kosmos2__fail(KOSMOS2_E_INVALID, "matmul: fused products need one weight type and width");
+        n_all += Ws[i]->rows;
+        n8_all += Ws[i]->rows / 8;
+    }
     A.nb = nb;
     A.nbp = (nb + 1) / 2;
     A.rs = 2 * A.nbp + 2;   /* row strides: + 64 bytes of values, of sums and of scales */
@@ -4971,47 +4983,65 @@ static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2_
     A.ns = (int32_t *)(A.d + M * A.rsp * 16);
     A.q = (int8_t *)(A.ns + M * A.rs * 8);
     (void)n_threads;
+    (void)n8_all;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * W->rows * K >= ((int64_t)1 << 18))
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * n_all * K >= ((int64_t)1 << 18))
 #endif
     {
         int64_t m, p, m0, mc = kosmos2__l2_bytes() / 2 / (3 * K);
+        int j;
         mc = mc < ks->QR ? ks->QR : mc / ks->QR * ks->QR; /* activation rows per chunk */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (m = 0; m < M; m++) ks->qact(x + m * K, &A, m);
         if (M == 1 && ks->qrow8) { /* one row (decoding): 8 weight rows per tile, the rest in panels */
-            const int64_t n8 = N / 8;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (p = 0; p < n8; p++)
-                ks->qrow8(y + p * 8, N, &A, 0, (const uint8_t *)W->data + p * 8 * wbytes, wbytes, W->dtype,
-                          bias ? bias + p * 8 : NULL, p + 1 < n8 ? 8 * wbytes : 0);
+            for (p = 0; p < n8_all; p++) {
+                int64_t t = p, n8 = Ws[0]->rows / 8;
+                const float *bias;
+                j = 0;
+                while (t >= n8) { t -= n8; n8 = Ws[++j]->rows / 8; } /* tile t of matrix j */
+                bias = biases[j];
+                ks->qrow8(ys[j] + t * 8, Ws[j]->rows, &A, 0, (const uint8_t *)Ws[j]->data + t * 8 * wbytes, wbytes, dt,
+                          bias ? bias + t * 8 : NULL, t + 1 < n8 ? 8 * wbytes : 0);
+            }
 #ifdef _OPENMP
 #pragma omp single
 #endif
-            for (p = n8 * 8; p < N; p += C) {
-                const int64_t c = N - p < C ? N - p : C;
-                kosmos2__panel_q(ks, y + p, N, &A, 0, 1, (const uint8_t *)W->data + p * wbytes, wbytes, W->dtype, c,
-                                 bias ? bias + p : NULL, 0);
+            for (j = 0; j < nm; j++) {
+                const int64_t N = Ws[j]->rows;
+                for (p = N / 8 * 8; p < N; p += C) {
+                    const int64_t c = N - p < C ? N - p : C;
+                    kosmos2__panel_q(ks, ys[j] + p, N, &A, 0, 1, (const uint8_t *)Ws[j]->data + p * wbytes, wbytes, dt, c,
+                                     biases[j] ? biases[j] + p : NULL, 0);
+                }
             }
         } else
-        for (m0 = 0; m0 < M; m0 += mc) {
-            const int64_t m1 = M - m0 < mc ? M : m0 + mc;
+        for (j = 0; j < nm; j++) {
+            const int64_t N = Ws[j]->rows, np = (N + C - 1) / C;
+            const float *bias = biases[j];
+            for (m0 = 0; m0 < M; m0 += mc) {
+                const int64_t m1 = M - m0 < mc ? M : m0 + mc;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (p = 0; p < np; p++) {
-                const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
-                kosmos2__panel_q(ks, y + n0, N, &A, m0, m1, (const uint8_t *)W->data + n0 * wbytes, wbytes, W->dtype, c,
-                                 bias ? bias + n0 : NULL, p + 1 < np ? C * wbytes : 0);
+                for (p = 0; p < np; p++) {
+                    const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
+                    kosmos2__panel_q(ks, ys[j] + n0, N, &A, m0, m1, (const uint8_t *)Ws[j]->data + n0 * wbytes, wbytes, dt, c,
+                                     bias ? bias + n0 : NULL, p + 1 < np ? C * wbytes : 0);
+                }
             }
         }
     }
     KOSMOS2_FREE(mem);
     return KOSMOS2_OK;
+}
+static int kosmos2__matmul_q(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
+                             int n_threads, const kosmos2__kernel_set *ks) {
+    return kosmos2__matmul_qn(&y, x, M, &W, &bias, 1, n_threads, ks);
 }
 
 /* y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]    x [M, K], W [N, K], bias [N] or NULL, y [M, N].
@@ -5903,7 +5933,7 @@ int kosmos2_model_tensor(const kosmos2_model *m, int i, kosmos2_tensor_info *inf
 #define KOSMOS2__PAR_MIN ((int64_t)1 << 15)
 
 /* dst[r, :] = LayerNorm(src[r, :]) * w + b for r < rows; src, dst [rows, n] (dst may be src).
- * Mean and variance in double. Rows are spread over nt threads. */
+ * Mean and variance in double (8 partial sums). Rows are spread over nt threads. */
 static void kosmos2__layernorm(float *dst, const float *src, int64_t rows, int64_t n, const kosmos2__ln *ln, float eps,
                                int nt) {
     int64_t r;
@@ -5914,13 +5944,22 @@ static void kosmos2__layernorm(float *dst, const float *src, int64_t rows, int64
     for (r = 0; r < rows; r++) {
         const float *v = src + r * n;
         float *o = dst + r * n;
-        double mean = 0, var = 0;
+        double mean, var, s[8];
         float inv;
         int64_t i;
-        for (i = 0; i < n; i++) mean += v[i];
-        mean /= (double)n;
-        for (i = 0; i < n; i++) var += ((double)v[i] - mean) * ((double)v[i] - mean);
-        var /= (double)n;
+        int j;
+        /* sums in 8 interleaved partial sums (i mod 8; fixed order, so the same bits everywhere):
+         * a single running sum is one dependent add per element, 3-4x slower at decoding sizes */
+        for (j = 0; j < 8; j++) s[j] = 0;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (j = 0; j < 8; j++) s[j] += v[i + j];
+        for (; i < n; i++) s[i & 7] += v[i];
+        mean = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
+        for (j = 0; j < 8; j++) s[j] = 0;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (j = 0; j < 8; j++) s[j] += ((double)v[i + j] - mean) * ((double)v[i + j] - mean);
+        for (; i < n; i++) s[i & 7] += ((double)v[i] - mean) * ((double)v[i] - mean);
+        var = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
         inv = (float)(1.0 / sqrt(var + (double)eps));
         for (i = 0; i < n; i++) o[i] = ((float)((double)v[i] - mean) * inv) * ln->w[i] + ln->b[i];
     }
@@ -6063,6 +6102,27 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
 /* y = x W^T + b; fails only for quantized weights (out of memory for the quantized activations). */
 static int kosmos2__linear_fwd(float *y, const float *x, int64_t M, const kosmos2__linear *l, int n_threads) {
     return kosmos2__matmul(y, x, M, &l->w, l->b, n_threads);
+}
+/* ys[i] = x l[i]^T + b (i < 3) with x shared (the attention's q, k, v): quantized weights of one
+ * type and width go through one fused product (one activation quantization, one parallel
+ * region), anything else one product at a time. The same bits either way. */
+static int kosmos2__linear3_fwd(float *const ys[3], const float *x, int64_t M, const kosmos2__linear *const l[3], int n_threads) {
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
+    int i, rc = 0;
+    if (M > 0 && n_threads >= 1) {
+        const kosmos2__mat *Ws[3];
+        const float *bs[3];
+        int fuse = 1;
+        for (i = 0; i < 3; i++) {
+            Ws[i] = &l[i]->w;
+            bs[i] = l[i]->b;
+            fuse = fuse && (Ws[i]->dtype == KOSMOS2__Q8_0 || Ws[i]->dtype == KOSMOS2__Q4_0) && Ws[i]->dtype == Ws[0]->dtype &&
+                   Ws[i]->cols == Ws[0]->cols && Ws[i]->rows > 0;
+        }
+        if (fuse) return kosmos2__matmul_qn(ys, x, M, Ws, bs, 3, n_threads, ks);
+    }
+    for (i = 0; i < 3 && rc == 0; i++) rc = kosmos2__linear_fwd(ys[i], x, M, l[i], n_threads);
+    return rc;
 }
 
 /* ============================================================================================
@@ -6418,9 +6478,9 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
     for (t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= V) return kosmos2__fail(KOSMOS2_E_INVALID, "token id %d at position %d is outside the vocabulary (0..%lld)", ids[t], (int)t, (long long)V - 1);
     if ((rc = kosmos2__kv_reserve(ctx, kv, kv->n + T)) != 0) return rc;
-    buf = (float *)kosmos2__alloc((size_t)(T * D * 4 + T * F) * sizeof(float));
+    buf = (float *)kosmos2__alloc((size_t)(T * D * 4 + T * (F > D ? F : D)) * sizeof(float));
     if (!buf) return KOSMOS2_E_NOMEM;
-    h = buf; a = h + T * D; q = a + T * D; ctxv = q + T * D; f = ctxv + T * D; /* [T, D] x4, [T, F] */
+    h = buf; a = h + T * D; q = a + T * D; ctxv = q + T * D; f = ctxv + T * D; /* [T, D] x4, [T, max(F, D)] */
     /* embeddings: token rows or image rows, times sqrt(D); then + sinusoid(position) */
     for (t = 0; t < T; t++) {
         float *row = h + t * D;
@@ -6441,15 +6501,24 @@ static int kosmos2__text_fwd(kosmos2_context *ctx, kosmos2__kv *kv, const int32_
         const kosmos2__text_layer *L = &m->tl[l];
         if ((rc = kosmos2__poll_abort(ctx, "the text decoder", l, c->text_layers)) != 0) break;
         kosmos2__layernorm(a, h, T, D, &L->attn_ln, c->text_eps, nt);
-        if ((rc = kosmos2__linear_fwd(q, a, T, &L->q, nt)) != 0) break;
-        if (ctx->kv_dt == KOSMOS2__F32) { /* keys and values straight into this step's cache rows */
-            if ((rc = kosmos2__linear_fwd((float *)kv->k[l] + (int64_t)p0 * D, a, T, &L->k, nt)) != 0 ||
-                (rc = kosmos2__linear_fwd((float *)kv->v[l] + (int64_t)p0 * D, a, T, &L->v, nt)) != 0) break;
-        } else { /* float16 cache: through ctxv [T, D] (free until the attention), rounded into the rows */
-            if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->k, nt)) != 0) break;
-            kosmos2__kernel_table()->narrow((uint16_t *)kv->k[l] + (int64_t)p0 * D, ctxv, T * D);
-            if ((rc = kosmos2__linear_fwd(ctxv, a, T, &L->v, nt)) != 0) break;
-            kosmos2__kernel_table()->narrow((uint16_t *)kv->v[l] + (int64_t)p0 * D, ctxv, T * D);
+        {
+            const kosmos2__linear *qkv[3];
+            float *out[3];
+            qkv[0] = &L->q; qkv[1] = &L->k; qkv[2] = &L->v;
+            out[0] = q;
+            if (ctx->kv_dt == KOSMOS2__F32) { /* keys and values straight into this step's cache rows */
+                out[1] = (float *)kv->k[l] + (int64_t)p0 * D;
+                out[2] = (float *)kv->v[l] + (int64_t)p0 * D;
+            } else { /* float16 cache: through ctxv [T, D] and f [T, max(F, D)] (free until the attention
+                      * and fc1), rounded into the rows */
+                out[1] = ctxv;
+                out[2] = f;
+            }
+            if ((rc = kosmos2__linear3_fwd(out, a, T, qkv, nt)) != 0) break;
+            if (ctx->kv_dt != KOSMOS2__F32) {
+                kosmos2__kernel_table()->narrow((uint16_t *)kv->k[l] + (int64_t)p0 * D, ctxv, T * D);
+                kosmos2__kernel_table()->narrow((uint16_t *)kv->v[l] + (int64_t)p0 * D, f, T * D);
+            }
         }
         if ((rc = kosmos2__attention(ctxv, q, D, scale, kv->k[l], kv->v[l], ctx->kv_dt, D, T, p0 + T, c->text_heads, hd, 1, p0, nt)) != 0) break;
         kosmos2__layernorm(ctxv, ctxv, T, D, &L->inner_ln, c->text_eps, nt);

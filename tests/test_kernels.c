@@ -325,6 +325,70 @@ static void test_kernels_matmul_threads_and_rows(void) {
     free(x); free(bias); free(y1); free(y2);
 }
 
+/* The fused product of several matrices sharing x (the decoder's q, k, v: kosmos2__matmul_qn, one
+ * activation quantization and one parallel region) == each product alone, bit for bit, in every
+ * path, on 1 and 2 threads, for one row (the 1 x 8 decode tiles across matrix boundaries, rows
+ * not a multiple of 8) and several rows; mixed types are refused. */
+static void test_kernels_matmul_fused(void) {
+    static const int64_t Ns[3] = {43, 64, 21}, Ms[3] = {1, 2, 9};
+    const int64_t K = 160;
+    int dt, isa, best = kosmos2__kernels_set_isa(-1), nt, diff = 0, runs = 0;
+    unsigned mi;
+    int64_t i, j;
+    float *x = (float *)malloc((size_t)(9 * K) * 4), *bias = (float *)malloc(64 * 4);
+    for (i = 0; i < 9 * K; i++) x[i] = tk__rand() * (i % 5 == 0 ? 8.0f : 1.0f);
+    for (i = 0; i < 64; i++) bias[i] = tk__rand();
+    for (dt = KOSMOS2__Q8_0; dt <= KOSMOS2__Q4_0; dt++) {
+        void *w[3];
+        kosmos2__mat W[3];
+        const kosmos2__mat *Wp[3];
+        const float *bp[3];
+        for (j = 0; j < 3; j++) {
+            w[j] = tk__make_weights(dt, Ns[j], K, 1.0f);
+            W[j].data = w[j]; W[j].dtype = (kosmos2__dtype)dt; W[j].rows = Ns[j]; W[j].cols = K;
+            Wp[j] = &W[j];
+            bp[j] = j == 1 ? NULL : bias;
+        }
+        for (isa = 0; isa <= best; isa++) {
+            kosmos2__kernels_set_isa(isa);
+            for (mi = 0; mi < 3; mi++)
+                for (nt = 1; nt <= 2; nt++) {
+                    const int64_t M = Ms[mi];
+                    float *ya[3], *yb[3];
+                    for (j = 0; j < 3; j++) {
+                        ya[j] = (float *)malloc((size_t)(M * Ns[j]) * 4);
+                        yb[j] = (float *)malloc((size_t)(M * Ns[j]) * 4);
+                        for (i = 0; i < M * Ns[j]; i++) ya[j][i] = yb[j][i] = NAN;
+                        CHECK_OK(kosmos2__matmul(ya[j], x, M, &W[j], bp[j], nt));
+                    }
+                    CHECK_OK(kosmos2__matmul_qn(yb, x, M, Wp, bp, 3, nt, kosmos2__kernel_table()));
+                    for (j = 0; j < 3; j++) {
+                        for (i = 0; i < M * Ns[j]; i++) diff += !(ya[j][i] == yb[j][i]);
+                        free(ya[j]); free(yb[j]);
+                    }
+                    runs++;
+                }
+        }
+        for (j = 0; j < 3; j++) free(w[j]);
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(diff == 0, "%d outputs of the fused product differ from the separate products (%d runs)", diff, runs);
+    {   /* one q8_0 and one q4_0 matrix: refused, not mixed up */
+        void *a = tk__make_weights(KOSMOS2__Q8_0, 8, 64, 1.0f), *b = tk__make_weights(KOSMOS2__Q4_0, 8, 64, 1.0f);
+        kosmos2__mat A, B;
+        const kosmos2__mat *Wp[2];
+        const float *bp[2] = {NULL, NULL};
+        float ya[8], yb[8], *ys[2];
+        A.data = a; A.dtype = KOSMOS2__Q8_0; A.rows = 8; A.cols = 64;
+        B.data = b; B.dtype = KOSMOS2__Q4_0; B.rows = 8; B.cols = 64;
+        Wp[0] = &A; Wp[1] = &B; ys[0] = ya; ys[1] = yb;
+        CHECK(kosmos2__matmul_qn(ys, x, 1, Wp, bp, 2, 1, kosmos2__kernel_table()) == KOSMOS2_E_INVALID, "mixed types must be refused");
+        CHECK(strstr(kosmos2_last_error(), "fused") != NULL, "error: %s", kosmos2_last_error());
+        free(a); free(b);
+    }
+    free(x); free(bias);
+}
+
 /* Long rows (K above the kernels' K block of 512, with a tail) and enough rows for the register
  * tiles and the widened panels, in every path and dtype: == scalar and within the bound. */
 static void test_kernels_matmul_long_rows(void) {
@@ -537,6 +601,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
     RUN(test_kernels_matmul_threads_and_rows);
+    RUN(test_kernels_matmul_fused);
     RUN(test_kernels_matmul_long_rows);
     RUN(test_kernels_matmul_errors);
 }
