@@ -4983,6 +4983,7 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     A.ns = (int32_t *)(A.d + M * A.rsp * 16);
     A.q = (int8_t *)(A.ns + M * A.rs * 8);
     (void)n_threads;
+    (void)n_all; /* (used only by the OpenMP clause) */
     (void)n8_all;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * n_all * K >= ((int64_t)1 << 18))
