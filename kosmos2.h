@@ -917,6 +917,17 @@ static const kosmos2__json *kosmos2__json_get(const kosmos2__json *v, const char
 #include <fcntl.h>
 #include <unistd.h>
 #define KOSMOS2__HAVE_MMAP 1
+/* madvise() (2 MiB pages for weights and KV cache, giving back repacked weights' pages) is Linux
+ * ABI, but a strict -D_POSIX_C_SOURCE hides it and its values from <sys/mman.h>: then it is
+ * declared here (x86 and arm64, whose values are these). */
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#define KOSMOS2__MADV_HUGEPAGE MADV_HUGEPAGE
+#define KOSMOS2__MADV_DONTNEED MADV_DONTNEED
+#elif defined(__linux__) && (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__))
+extern int madvise(void *addr, size_t length, int advice);
+#define KOSMOS2__MADV_HUGEPAGE 14
+#define KOSMOS2__MADV_DONTNEED 4
+#endif
 #endif
 
 typedef struct {
@@ -952,11 +963,11 @@ static int kosmos2__file_open(const char *path, int use_mmap, kosmos2__file *f) 
         close(fd);
         if (f->data == (unsigned char *)MAP_FAILED) { f->data = NULL; return kosmos2__fail(KOSMOS2_E_IO, "%s: mmap failed: %s", path, strerror(errno)); }
         f->mapped = 1;
-#ifdef MADV_HUGEPAGE
+#ifdef KOSMOS2__MADV_HUGEPAGE
         /* Weights stream through every token: with 4 KiB pages that is a TLB miss every 4 KiB
          * (about 10% of the decoding time here). Where the kernel and file system allow, pages
          * read into the cache from now on come in 2 MiB pieces mapped by one entry. Advice only. */
-        (void)madvise(f->data, f->size, MADV_HUGEPAGE);
+        (void)madvise(f->data, f->size, KOSMOS2__MADV_HUGEPAGE);
 #endif
         return 0;
     }
@@ -977,10 +988,10 @@ static int kosmos2__file_open(const char *path, int use_mmap, kosmos2__file *f) 
     f->size = (size_t)sz;
     f->data = (unsigned char *)kosmos2__alloc(f->size + 1);
     if (!f->data) { fclose(fp); return KOSMOS2_E_NOMEM; }
-#if defined(KOSMOS2__HAVE_MMAP) && defined(MADV_HUGEPAGE)
+#ifdef KOSMOS2__MADV_HUGEPAGE
     if (f->size >= ((size_t)64 << 20)) { /* weights stream per token: 2 MiB pages where the system allows */
         uintptr_t a = ((uintptr_t)f->data + 4095) & ~(uintptr_t)4095;
-        (void)madvise((void *)a, ((uintptr_t)f->data + f->size - a) & ~(uintptr_t)4095, MADV_HUGEPAGE);
+        (void)madvise((void *)a, ((uintptr_t)f->data + f->size - a) & ~(uintptr_t)4095, KOSMOS2__MADV_HUGEPAGE);
     }
 #endif
     if (fread(f->data, 1, f->size, fp) != f->size) {
@@ -3440,6 +3451,16 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *    q4_0 block, 18 bytes: float16 d; uint8 qs[16];          value[i] = ((qs[i] & 15) - 8) * d,
  *                                                            value[i+16] = ((qs[i] >> 4) - 8) * d
  *  Blocks are read byte-wise (memcpy), so rows need no alignment.
+ *    q4_0r8 (KOSMOS2__Q4_0R8, made from q4_0 at load by kosmos2__repack_q4_0r8; never in a file):
+ *      the rows in groups of 8, then the N % 8 last rows as plain q4_0 rows. Group g, block b
+ *      is one 144-byte unit at (g * nb + b) * 144: float16 d[8] (row 8g + r's scale at r), then
+ *      4 chunks of 32 bytes; chunk c holds bytes 4c .. 4c+3 of each row's qs (row r at 4r). One
+ *      32-byte load thus gives the low nibbles (weights 4c .. 4c+3) and the high nibbles
+ *      (16+4c .. 16+4c+3) of 8 rows: 8 outputs per register, one activation load feeds 8 rows.
+ *      Its canonical sum (the 16-lane order above would cost 8 conversions and multiply-adds
+ *      per block and row): per block the exact integer sum p[b] = sum (u - 8) * a over all 32
+ *      weights; s[b mod 2] = fmaf(dx[b] * dw[b], (float)p[b], s[b mod 2]) in increasing b;
+ *      y = (s[0] + s[1]) + bias. |p[b]| <= 32 * 8 * 127 < 2^24: the conversion is exact.
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
  *  takes whole panels (static schedule). With at least R activation rows and float16/bfloat16
@@ -3462,7 +3483,8 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored.
  *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
 
-typedef enum { KOSMOS2__F32 = 0, KOSMOS2__F16 = 1, KOSMOS2__BF16 = 2, KOSMOS2__Q8_0 = 3, KOSMOS2__Q4_0 = 4 } kosmos2__dtype;
+/* KOSMOS2__Q4_0R8: q4_0 repacked at load, 8 rows interleaved (layout above); never in a file. */
+typedef enum { KOSMOS2__F32 = 0, KOSMOS2__F16 = 1, KOSMOS2__BF16 = 2, KOSMOS2__Q8_0 = 3, KOSMOS2__Q4_0 = 4, KOSMOS2__Q4_0R8 = 5 } kosmos2__dtype;
 
 typedef struct {
     const void *data; /* [rows, cols] in `dtype` (q types: rows x cols/32 blocks) */
@@ -3533,14 +3555,15 @@ KOSMOS2__UNUSED static int64_t kosmos2__row_bytes(kosmos2__dtype t, int64_t cols
     case KOSMOS2__F32: return cols * 4;
     case KOSMOS2__F16: case KOSMOS2__BF16: return cols * 2;
     case KOSMOS2__Q8_0: return cols / KOSMOS2__QK * KOSMOS2__Q8_0_BYTES;
-    case KOSMOS2__Q4_0: return cols / KOSMOS2__QK * KOSMOS2__Q4_0_BYTES;
+    case KOSMOS2__Q4_0: case KOSMOS2__Q4_0R8: return cols / KOSMOS2__QK * KOSMOS2__Q4_0_BYTES; /* (q4_0r8: on average) */
     }
     return 0;
 }
 KOSMOS2__UNUSED static const char *kosmos2__dtype_name(kosmos2__dtype t) {
-    static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-    return (unsigned)t < 5 ? names[t] : "?";
+    static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_0r8"};
+    return (unsigned)t < 6 ? names[t] : "?";
 }
+static int kosmos2__is_q(int dt) { return dt == KOSMOS2__Q8_0 || dt == KOSMOS2__Q4_0 || dt == KOSMOS2__Q4_0R8; }
 
 /* ----------------------------------------------------------- q8_0 / q4_0 (de)quantization -- */
 /* x[0..k-1] -> k/32 q8_0 blocks at out (k a multiple of 32). Per block: d = max|x| / 127,
@@ -3613,6 +3636,36 @@ KOSMOS2__UNUSED static void kosmos2__dequantize_row_q4_0(const void *in, float *
     }
 }
 
+/* ------------------------------------------------------------------- q4_0r8 repacking -- */
+#define KOSMOS2__R8_UNIT 144 /* bytes of one (group of 8 rows, block) unit: 8 x float16 + 8 x 16 */
+/* The q4_0 matrix src [N, K] (ggml rows) as q4_0r8 into dst (the same number of bytes): groups
+ * g0 <= g < g1, and the N % 8 last rows when tail. */
+static void kosmos2__repack_q4_0r8(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t g0, int64_t g1, int tail) {
+    const int64_t nb = K / KOSMOS2__QK, G = N / 8, rb = nb * KOSMOS2__Q4_0_BYTES;
+    int64_t g, b;
+    int r, c;
+    for (g = g0; g < g1; g++)
+        for (b = 0; b < nb; b++) {
+            uint8_t *u = dst + (g * nb + b) * KOSMOS2__R8_UNIT;
+            for (r = 0; r < 8; r++) {
+                const uint8_t *blk = src + (g * 8 + r) * rb + b * KOSMOS2__Q4_0_BYTES;
+                memcpy(u + 2 * r, blk, 2);
+                for (c = 0; c < 4; c++) memcpy(u + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
+            }
+        }
+    if (tail) memcpy(dst + G * nb * KOSMOS2__R8_UNIT, src + G * 8 * rb, (size_t)((N - G * 8) * rb));
+}
+/* Row n, block b of a q4_0r8 matrix [N, nb blocks] back as one q4_0 block (18 bytes). */
+static void kosmos2__r8_block(const uint8_t *W, int64_t N, int64_t nb, int64_t n, int64_t b, uint8_t *blk) {
+    const int64_t G = N / 8;
+    if (n < G * 8) {
+        const uint8_t *u = W + ((n / 8) * nb + b) * KOSMOS2__R8_UNIT;
+        int r = (int)(n % 8), c;
+        memcpy(blk, u + 2 * r, 2);
+        for (c = 0; c < 4; c++) memcpy(blk + 2 + 4 * c, u + 16 + 32 * c + 4 * r, 4);
+    } else memcpy(blk, W + G * nb * KOSMOS2__R8_UNIT + ((n - G * 8) * nb + b) * KOSMOS2__Q4_0_BYTES, KOSMOS2__Q4_0_BYTES);
+}
+
 /* out[0..cols-1] = W[row] as float32 (exact for F16/BF16; dequantized for q types). */
 KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t row, float *out) {
     int64_t j, n = W->cols;
@@ -3631,6 +3684,13 @@ KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t 
         break;
     case KOSMOS2__Q8_0: kosmos2__dequantize_row_q8_0(base, out, n); break;
     case KOSMOS2__Q4_0: kosmos2__dequantize_row_q4_0(base, out, n); break;
+    case KOSMOS2__Q4_0R8:
+        for (j = 0; j < n / KOSMOS2__QK; j++) {
+            uint8_t blk[KOSMOS2__Q4_0_BYTES];
+            kosmos2__r8_block((const uint8_t *)W->data, W->rows, n / KOSMOS2__QK, row, j, blk);
+            kosmos2__dequantize_row_q4_0(blk, out + j * KOSMOS2__QK, KOSMOS2__QK);
+        }
+        break;
     }
 }
 
@@ -3756,6 +3816,7 @@ typedef struct {
     float *d;        /* [M, rsp, 16] lanes 0-7: scale of block 2j, lanes 8-15: of block 2j+1 (or 0) */
     int8_t *q;       /* [M, rs*32] quantized values in [-127, 127] */
     int32_t *ns;     /* [M, rs*8] minus the sum of each group of 4 quantized values */
+    int32_t *n8;     /* [M, rs] -8 * the sum of each block's 32 values (q4_0r8 only, else NULL) */
 } kosmos2__qacts;
 /* scale of block b of activation row m */
 #define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->rsp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
@@ -3792,6 +3853,8 @@ typedef struct {
     kosmos2__qtile_fn qfull, qrow, qone;
     kosmos2__qact_fn qact;
     kosmos2__qtile_fn qrow8; /* 1 x 8 tile for single-row products (or NULL) */
+    int R8;                  /* q4_0r8: r8full takes R8 activation rows x one group of 8 weight rows, */
+    kosmos2__qtile_fn r8full, r8row; /* r8row 1 x 8 (w: the group's first unit; y: 8 outputs per row) */
     kosmos2__vmath_fn vmath;
     kosmos2__pv_fn pv;
     kosmos2__narrow_fn narrow;
@@ -3849,6 +3912,36 @@ static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A
                                   int64_t wstride, int dt, const float *bias, int64_t pf) {
     (void)ldy; (void)wstride; (void)pf;
     *y = kosmos2__qdot_scalar(w, dt, A, m0) + (bias ? bias[0] : 0.0f);
+}
+
+/* The q4_0r8 canonical sum (see DATA LAYOUTS) for activation row m of A and the weights in q4_0
+ * blocks: blk(b) = w + b * step, each block's 16 bytes at +qoff and scale at +doff, the bytes
+ * of its row i apart (group units: step 144, i 4 per chunk; plain rows: step 18, contiguous). */
+static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, const kosmos2__qacts *A, int64_t m) {
+    float s[2] = {0.0f, 0.0f};
+    const int8_t *aq = A->q + m * A->rs * KOSMOS2__QK;
+    int64_t b;
+    for (b = 0; b < A->nb; b++, w += step, aq += KOSMOS2__QK) {
+        uint8_t qs[16];
+        float d;
+        int32_t p = 0;
+        int i, c;
+        if (r < 0) { d = kosmos2__f16_at(w); memcpy(qs, w + 2, 16); } /* a plain q4_0 row */
+        else {                                                      /* row r of a group unit */
+            d = kosmos2__f16_at(w + 2 * r);
+            for (c = 0; c < 4; c++) memcpy(qs + 4 * c, w + 16 + 32 * c + 4 * r, 4);
+        }
+        for (i = 0; i < 16; i++) p += ((qs[i] & 15) - 8) * aq[i] + ((qs[i] >> 4) - 8) * aq[i + 16];
+        s[b & 1] = fmaf(d * KOSMOS2__QACT_D(A, m, b), (float)p, s[b & 1]); /* exact product: two float16 */
+    }
+    return s[0] + s[1];
+}
+/* r8full / r8row of the scalar set: 1 activation row x the 8 rows of the group at w */
+static void kosmos2__r8tile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
+                                   int64_t wstride, int dt, const float *bias, int64_t pf) {
+    int r;
+    (void)ldy; (void)wstride; (void)dt; (void)pf;
+    for (r = 0; r < 8; r++) y[r] = kosmos2__qdot_r8_scalar(w, KOSMOS2__R8_UNIT, r, A, m0) + (bias ? bias[r] : 0.0f);
 }
 
 /* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A (reference). */
@@ -4106,6 +4199,62 @@ static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_one(float *y, int64_t ldy, const
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 1);
     else kosmos2__qtile_avx2_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q4_0, bias, pf, 1, 1);
+}
+
+/* q4_0r8 (see DATA LAYOUTS): R activation rows x the 8 weight rows of one group, lanes = weight
+ * rows. Per block: the 4 chunks unpacked once into 8 registers of unsigned nibbles (chunk c low:
+ * weights 4c..4c+3 of each row, high: 16+4c..16+4c+3), then for each activation row 8 maddubs
+ * against its broadcast 4-value groups, summed in int16 (each sum <= 8 * 2 * 15 * 127 = 30480:
+ * no overflow), madd to int32 per row, + A->n8 (the -8 of every nibble), one conversion and one
+ * multiply-add with the 8 rows' scales times the activation's scale. */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                               const uint8_t *w, const float *bias, int64_t pf, const int R) {
+    __m256 acc[2][2]; /* [r][b & 1] (R <= 2) */
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
+    const int32_t *n8 = A->n8 + m0 * A->rs;
+    int64_t b;
+    int r, c;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT) {
+        const int h = (int)(b & 1);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
+        __m256i lo[4], hi[4];
+        if (pf) { _mm_prefetch((const char *)w + pf, _MM_HINT_T0); _mm_prefetch((const char *)w + pf + 64, _MM_HINT_T0); _mm_prefetch((const char *)w + pf + 128, _MM_HINT_T0); }
+        KOSMOS2__UNROLL for (c = 0; c < 4; c++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
+            lo[c] = _mm256_and_si256(v, m4);
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            const int8_t *a = aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK;
+            int32_t g[8];
+            __m256i s, is;
+            memcpy(g, a, 32);
+            s = _mm256_maddubs_epi16(lo[0], _mm256_set1_epi32(g[0]));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], _mm256_set1_epi32(g[1])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], _mm256_set1_epi32(g[2])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], _mm256_set1_epi32(g[3])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], _mm256_set1_epi32(g[4])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[1], _mm256_set1_epi32(g[5])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[2], _mm256_set1_epi32(g[6])));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[3], _mm256_set1_epi32(g[7])));
+            is = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(n8[r * A->rs + b]));
+            acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
+        }
+    }
+    KOSMOS2__UNROLL for (r = 0; r < R; r++)
+        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+}
+static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    (void)wstride; (void)dt;
+    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 2);
+}
+static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_row(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                     const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
+    (void)wstride; (void)dt;
+    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 1);
 }
 
 /* The activation quantization (kosmos2__quantize_act_row), 8 values per register. roundf (half
@@ -4720,18 +4869,20 @@ static float kosmos2__probe_fma(int64_t iters) {
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    NULL, kosmos2__vmath_scalar, kosmos2__pv_scalar, kosmos2__narrow_scalar};
+    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, kosmos2__vmath_scalar, kosmos2__pv_scalar, kosmos2__narrow_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__qtile_avx2_row8, kosmos2__vmath_avx2, kosmos2__pv_avx2, kosmos2__narrow_f16c};
+    kosmos2__qtile_avx2_row8, 2, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__vmath_avx2, kosmos2__pv_avx2,
+    kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__qtile_avx512_row8, kosmos2__vmath_avx512, kosmos2__pv_avx512, kosmos2__narrow_f16c};
+    kosmos2__qtile_avx512_row8, 2, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
+    kosmos2__vmath_avx512, kosmos2__pv_avx512, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -4958,8 +5109,8 @@ static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ld
 static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const kosmos2__mat *const *Ws,
                               const float *const *biases, int nm, int n_threads, const kosmos2__kernel_set *ks) {
     const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
-    const int dt = Ws[0]->dtype;
-    const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K);
+    const int dt = Ws[0]->dtype, r8 = dt == KOSMOS2__Q4_0R8;
+    const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K), gbytes = nb * KOSMOS2__R8_UNIT; /* (q4_0r8: bytes per group) */
     int64_t n_all = 0, n8_all = 0;
     kosmos2__qacts A;
     void *mem;
@@ -4977,11 +5128,12 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     A.nbp = (nb + 1) / 2;
     A.rs = 2 * A.nbp + 2;   /* row strides: + 64 bytes of values, of sums and of scales */
     A.rsp = A.nbp + 1;
-    mem = kosmos2__alloc((size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + KOSMOS2__QK));
+    mem = kosmos2__alloc((size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + (r8 ? 4 : 0) + KOSMOS2__QK));
     if (!mem) return KOSMOS2_E_NOMEM;
     A.d = (float *)mem;
     A.ns = (int32_t *)(A.d + M * A.rsp * 16);
-    A.q = (int8_t *)(A.ns + M * A.rs * 8);
+    A.n8 = r8 ? A.ns + M * A.rs * 8 : NULL;
+    A.q = (int8_t *)(A.ns + M * A.rs * (r8 ? 9 : 8));
     (void)n_threads;
     (void)n_all; /* (used only by the OpenMP clause) */
     (void)n8_all;
@@ -4989,13 +5141,53 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * n_all * K >= ((int64_t)1 << 18))
 #endif
     {
+        const int QR = r8 ? ks->R8 : ks->QR;
         int64_t m, p, m0, mc = kosmos2__l2_bytes() / 2 / (3 * K);
         int j;
-        mc = mc < ks->QR ? ks->QR : mc / ks->QR * ks->QR; /* activation rows per chunk */
+        mc = mc < QR ? QR : mc / QR * QR; /* activation rows per chunk */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (m = 0; m < M; m++) ks->qact(x + m * K, &A, m);
+        for (m = 0; m < M; m++) {
+            ks->qact(x + m * K, &A, m);
+            if (r8) { /* -8 * each block's sum, from the group sums */
+                const int32_t *ns = A.ns + m * A.rs * 8;
+                int64_t b;
+                for (b = 0; b < nb; b++)
+                    A.n8[m * A.rs + b] = 8 * (ns[8 * b] + ns[8 * b + 1] + ns[8 * b + 2] + ns[8 * b + 3] + ns[8 * b + 4] + ns[8 * b + 5] + ns[8 * b + 6] + ns[8 * b + 7]);
+            }
+        }
+        if (r8) { /* q4_0r8: the groups of 8 rows in a static loop (decoding: those of all nm
+                   * matrices at once), the N % 8 last rows as plain rows by the reference */
+            for (m0 = 0; m0 < M; m0 += mc) {
+                const int64_t m1 = M - m0 < mc ? M : m0 + mc;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (p = 0; p < n8_all; p++) {
+                    int64_t t = p, G = Ws[0]->rows / 8, N;
+                    const uint8_t *wg;
+                    const float *bias;
+                    j = 0;
+                    while (t >= G) { t -= G; G = Ws[++j]->rows / 8; } /* group t of matrix j */
+                    N = Ws[j]->rows;
+                    bias = biases[j] ? biases[j] + t * 8 : NULL;
+                    wg = (const uint8_t *)Ws[j]->data + t * gbytes;
+                    for (m = m0; m + QR <= m1; m += QR) ks->r8full(ys[j] + m * N + t * 8, N, &A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
+                    for (; m < m1; m++) ks->r8row(ys[j] + m * N + t * 8, N, &A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
+                }
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (m = 0; m < M; m++)
+                for (j = 0; j < nm; j++) {
+                    const int64_t N = Ws[j]->rows, G = N / 8;
+                    for (p = G * 8; p < N; p++)
+                        ys[j][m * N + p] = kosmos2__qdot_r8_scalar((const uint8_t *)Ws[j]->data + G * gbytes + (p - G * 8) * wbytes,
+                                                                  KOSMOS2__Q4_0_BYTES, -1, &A, m) + (biases[j] ? biases[j][p] : 0.0f);
+                }
+        } else
         if (M == 1 && ks->qrow8) { /* one row (decoding): 8 weight rows per tile, the rest in panels */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
@@ -5054,7 +5246,7 @@ KOSMOS2__UNUSED static int kosmos2__matmul(float *y, const float *x, int64_t M, 
     const kosmos2__kernel_set *ks = kosmos2__kernel_table();
     if (M <= 0 || W->rows <= 0) return KOSMOS2_OK;
     if (n_threads < 1) n_threads = 1;
-    if (W->dtype == KOSMOS2__Q8_0 || W->dtype == KOSMOS2__Q4_0) return kosmos2__matmul_q(y, x, M, W, bias, n_threads, ks);
+    if (kosmos2__is_q(W->dtype)) return kosmos2__matmul_q(y, x, M, W, bias, n_threads, ks);
     return kosmos2__matmul_float(y, x, M, W, bias, n_threads, ks);
 }
 
@@ -5715,7 +5907,7 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
             case KOSMOS2__F16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
             case KOSMOS2__BF16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_bf16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
             case KOSMOS2__Q8_0: kosmos2__quantize_row_q8_0(row, qrow, cols); break;
-            case KOSMOS2__Q4_0: kosmos2__quantize_row_q4_0(row, qrow, cols); break;
+            case KOSMOS2__Q4_0: case KOSMOS2__Q4_0R8: kosmos2__quantize_row_q4_0(row, qrow, cols); break; /* (never q4_0r8) */
             }
             rc |= kosmos2__fw(fp, qrow, (size_t)rb);
         }
@@ -5844,6 +6036,69 @@ static int kosmos2__setup_from_texts(kosmos2_model *m, const char *where) {
     return 0;
 }
 
+/* Every q4_0 matrix of the layers and the resampler repacked to q4_0r8 (see [5] DATA LAYOUTS:
+ * one activation load then feeds 8 weight rows; q4_0 decoding ran at 54-59 % of the memory
+ * bandwidth in the ggml layout). One block for all, on 2 MiB pages where the system allows (the
+ * weights stream through every token). The source pages of a mapped file are given back as each
+ * matrix is done (MADV_DONTNEED: they stay in the page cache, not in this process's RSS), so the
+ * peak RSS grows by one matrix, not by the model. */
+static int kosmos2__repack_weights(kosmos2_model *m) {
+    const kosmos2_config *c = &m->cfg;
+    const size_t huge = (size_t)2 << 20;
+    int n = 0, i, j, nt = m->n_threads;
+    size_t total = 0, slack, off = 0;
+    unsigned char *raw, *base;
+    kosmos2__mat **mats = (kosmos2__mat **)kosmos2__calloc((size_t)(6 * c->vision_layers + 6 * c->text_layers + 5), sizeof *mats);
+    if (!mats) return KOSMOS2_E_NOMEM;
+#define KOSMOS2__ADD(L) if ((L).w.dtype == KOSMOS2__Q4_0 && (L).w.rows >= 8) mats[n++] = &(L).w
+    for (i = 0; i < c->vision_layers; i++) {
+        kosmos2__vision_layer *L = &m->vl[i];
+        KOSMOS2__ADD(L->q); KOSMOS2__ADD(L->k); KOSMOS2__ADD(L->v); KOSMOS2__ADD(L->o); KOSMOS2__ADD(L->fc1); KOSMOS2__ADD(L->fc2);
+    }
+    KOSMOS2__ADD(m->dense); KOSMOS2__ADD(m->xq); KOSMOS2__ADD(m->xk); KOSMOS2__ADD(m->xv); KOSMOS2__ADD(m->xo);
+    for (i = 0; i < c->text_layers; i++) {
+        kosmos2__text_layer *L = &m->tl[i];
+        KOSMOS2__ADD(L->q); KOSMOS2__ADD(L->k); KOSMOS2__ADD(L->v); KOSMOS2__ADD(L->o); KOSMOS2__ADD(L->fc1); KOSMOS2__ADD(L->fc2);
+    }
+#undef KOSMOS2__ADD
+    for (i = 0; i < n; i++) total += ((size_t)(mats[i]->rows * kosmos2__row_bytes(KOSMOS2__Q4_0, mats[i]->cols)) + 63) & ~(size_t)63;
+    if (n == 0) { KOSMOS2_FREE(mats); return 0; }
+    slack = total >= 2 * huge ? huge : 64;
+    raw = (unsigned char *)KOSMOS2_MALLOC(total + slack);
+    if (!raw || kosmos2__own(m, raw)) { KOSMOS2_FREE(mats); return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory repacking %.1f MiB of q4_0 weights", (double)total / 1048576.0); }
+    base = (unsigned char *)(((uintptr_t)raw + slack - 1) & ~(uintptr_t)(slack - 1));
+#ifdef KOSMOS2__MADV_HUGEPAGE
+    if (slack == huge) (void)madvise(base, total & ~(huge - 1), KOSMOS2__MADV_HUGEPAGE); /* advice only */
+#endif
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_num_procs();
+#endif
+    for (i = 0; i < n; i++) {
+        kosmos2__mat *W = mats[i];
+        const uint8_t *src = (const uint8_t *)W->data;
+        const int64_t G = W->rows / 8, bytes = W->rows * kosmos2__row_bytes(KOSMOS2__Q4_0, W->cols);
+        int64_t g;
+        (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && G >= 64)
+#endif
+        for (g = 0; g < G; g += 16) kosmos2__repack_q4_0r8(src, base + off, W->rows, W->cols, g, g + 16 < G ? g + 16 : G, g + 16 >= G);
+#ifdef KOSMOS2__MADV_DONTNEED
+        for (j = 0; j < m->n_files; j++) { /* give back the source's whole pages */
+            const kosmos2__file *f = &m->files[j];
+            uintptr_t a = ((uintptr_t)src + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)src + (size_t)bytes) & ~(uintptr_t)4095;
+            if (f->mapped && src >= f->data && src + bytes <= f->data + f->size && e > a) (void)madvise((void *)a, e - a, KOSMOS2__MADV_DONTNEED);
+        }
+#endif
+        W->data = base + off;
+        W->dtype = KOSMOS2__Q4_0R8;
+        off += ((size_t)bytes + 63) & ~(size_t)63;
+    }
+    (void)j;
+    KOSMOS2_FREE(mats);
+    return 0;
+}
+
 /* A Hugging Face checkpoint directory. */
 static int kosmos2__load_dir(kosmos2_model *m, const char *dir, int use_mmap) {
     char path[4096], where[4200];
@@ -5860,7 +6115,7 @@ static int kosmos2__load_dir(kosmos2_model *m, const char *dir, int use_mmap) {
     if ((rc = kosmos2__setup_from_texts(m, where)) != 0) return rc;
     if ((rc = kosmos2__open_weights(m, dir, use_mmap)) != 0) return rc;
     if ((rc = kosmos2__bind_weights(m)) != 0) return kosmos2__wrap(rc, "%s: ", dir);
-    return 0;
+    return kosmos2__repack_weights(m);
 }
 
 /* One GGUF file written by kosmos2_model_save_gguf. */
@@ -5879,7 +6134,7 @@ static int kosmos2__load_gguf(kosmos2_model *m, const char *path, int use_mmap) 
     if (!m->config_json || !m->preproc_json || !m->spm) return KOSMOS2_E_NOMEM;
     if ((rc = kosmos2__setup_from_texts(m, where)) != 0) return rc;
     if ((rc = kosmos2__bind_weights(m)) != 0) return kosmos2__wrap(rc, "%s", where);
-    return 0;
+    return kosmos2__repack_weights(m);
 }
 
 static int kosmos2__is_dir(const char *path) {
@@ -6117,7 +6372,7 @@ static int kosmos2__linear3_fwd(float *const ys[3], const float *x, int64_t M, c
         for (i = 0; i < 3; i++) {
             Ws[i] = &l[i]->w;
             bs[i] = l[i]->b;
-            fuse = fuse && (Ws[i]->dtype == KOSMOS2__Q8_0 || Ws[i]->dtype == KOSMOS2__Q4_0) && Ws[i]->dtype == Ws[0]->dtype &&
+            fuse = fuse && kosmos2__is_q(Ws[i]->dtype) && Ws[i]->dtype == Ws[0]->dtype &&
                    Ws[i]->cols == Ws[0]->cols && Ws[i]->rows > 0;
         }
         if (fuse) return kosmos2__matmul_qn(ys, x, M, Ws, bs, 3, n_threads, ks);
@@ -6213,8 +6468,8 @@ static int kosmos2__kv_reserve(kosmos2_context *ctx, kosmos2__kv *kv, int need) 
         unsigned char *raw = (unsigned char *)KOSMOS2_MALLOC(total + slack), *base;
         if (!raw) return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         base = (unsigned char *)(((uintptr_t)raw + slack - 1) & ~(uintptr_t)(slack - 1));
-#if defined(KOSMOS2__HAVE_MMAP) && defined(MADV_HUGEPAGE)
-        if (slack == huge) (void)madvise(base, total & ~(huge - 1), MADV_HUGEPAGE); /* advice only */
+#ifdef KOSMOS2__MADV_HUGEPAGE
+        if (slack == huge) (void)madvise(base, total & ~(huge - 1), KOSMOS2__MADV_HUGEPAGE); /* advice only */
 #endif
         for (l = 0; l < c->text_layers; l++) {
             unsigned char *nk = base + (size_t)(2 * l) * per_arr, *nv = nk + per_arr;
@@ -6272,7 +6527,7 @@ static int kosmos2__text_quantized(const kosmos2_model *m) {
         int j;
         lin[0] = &L->q; lin[1] = &L->k; lin[2] = &L->v; lin[3] = &L->o; lin[4] = &L->fc1; lin[5] = &L->fc2;
         for (j = 0; j < 6; j++)
-            if (lin[j]->w.dtype == KOSMOS2__Q8_0 || lin[j]->w.dtype == KOSMOS2__Q4_0) return 1;
+            if (kosmos2__is_q(lin[j]->w.dtype)) return 1;
     }
     return 0;
 }

@@ -37,9 +37,15 @@ static void *tk__make_weights(int dt, int64_t N, int64_t K, float scale) {
         for (k = 0; k < K && dt == KOSMOS2__F16; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(o + 2 * k, &h, 2); }
         for (k = 0; k < K && dt == KOSMOS2__BF16; k++) { uint16_t h = tk__bf16_of(row[k]); memcpy(o + 2 * k, &h, 2); }
         if (dt == KOSMOS2__Q8_0) kosmos2__quantize_row_q8_0(row, o, K);
-        if (dt == KOSMOS2__Q4_0) kosmos2__quantize_row_q4_0(row, o, K);
+        if (dt == KOSMOS2__Q4_0 || dt == KOSMOS2__Q4_0R8) kosmos2__quantize_row_q4_0(row, o, K);
     }
     free(row);
+    if (dt == KOSMOS2__Q4_0R8) { /* q4_0 rows repacked as at load */
+        uint8_t *r8 = (uint8_t *)malloc((size_t)(N * rb) + 1);
+        kosmos2__repack_q4_0r8(w, r8, N, K, 0, N / 8, 1);
+        free(w);
+        w = r8;
+    }
     return w;
 }
 
@@ -50,7 +56,7 @@ static void *tk__make_weights(int dt, int64_t N, int64_t K, float scale) {
 static void tk__reference(const float *x, int64_t M, const kosmos2__mat *W, const float *bias, double *ref, double *bound) {
     int64_t N = W->rows, K = W->cols, m, n, k;
     float *wrow = (float *)malloc((size_t)K * 4 + 4);
-    int q = W->dtype == KOSMOS2__Q8_0 || W->dtype == KOSMOS2__Q4_0;
+    int q = kosmos2__is_q(W->dtype);
     int64_t nb = K / 32;
     uint8_t *xq = (uint8_t *)malloc((size_t)(M * nb * 34) + 1);
     double rounds = q ? (double)((nb + 1) / 2 + 6) : (double)((K + 15) / 16 + 6);
@@ -69,6 +75,8 @@ static void tk__reference(const float *x, int64_t M, const kosmos2__mat *W, cons
                 for (b = 0; b < nb; b++) {
                     const uint8_t *xb = xq + (m * nb + b) * 34;
                     const uint8_t *wq = wb + b * (W->dtype == KOSMOS2__Q8_0 ? 34 : 18);
+                    uint8_t r8blk[18];
+                    if (W->dtype == KOSMOS2__Q4_0R8) { kosmos2__r8_block((const uint8_t *)W->data, N, nb, n, b, r8blk); wq = r8blk; }
                     double d = (double)kosmos2__f16_at(xb) * kosmos2__f16_at(wq);
                     long isum = 0, iabs = 0;
                     for (i = 0; i < 32; i++) {
@@ -208,6 +216,32 @@ static void test_kernels_mat_row(void) {
     }
 }
 
+/* q4_0r8 (q4_0 repacked 8 rows at a time, as at load): every row of 19 (2 groups and 3 plain
+ * rows) reads back as the q4_0 row it came from; the layout of one unit by hand. */
+static void test_kernels_repack_q4_0r8(void) {
+    const int64_t N = 19, K = 96, nb = 3;
+    uint8_t *q = (uint8_t *)tk__make_weights(KOSMOS2__Q4_0, N, K, 1.0f), *r8 = (uint8_t *)malloc((size_t)(N * nb * 18));
+    kosmos2__mat A, B;
+    float ra[96], rb[96];
+    int64_t n;
+    int bad = 0;
+    kosmos2__repack_q4_0r8(q, r8, N, K, 0, 1, 0); /* in two calls, as the loader's threads */
+    kosmos2__repack_q4_0r8(q, r8, N, K, 1, 2, 1);
+    A.data = q; A.dtype = KOSMOS2__Q4_0; B.data = r8; B.dtype = KOSMOS2__Q4_0R8;
+    A.rows = B.rows = N; A.cols = B.cols = K;
+    for (n = 0; n < N; n++) {
+        kosmos2__mat_row_f32(&A, n, ra);
+        kosmos2__mat_row_f32(&B, n, rb);
+        bad += memcmp(ra, rb, sizeof ra) != 0;
+    }
+    CHECK(bad == 0, "%d rows differ after repacking", bad);
+    /* group 1, block 2 (unit 5): row 8 + 3's scale at 2 * 3, its qs bytes 4..7 in chunk 1 at 16 + 32 + 12 */
+    CHECK(memcmp(r8 + 5 * 144 + 6, q + 11 * nb * 18 + 2 * 18, 2) == 0 && memcmp(r8 + 5 * 144 + 16 + 32 + 12, q + 11 * nb * 18 + 2 * 18 + 2 + 4, 4) == 0,
+          "unit layout");
+    CHECK(memcmp(r8 + 2 * nb * 144, q + 16 * nb * 18, (size_t)(3 * nb * 18)) == 0, "the last N %% 8 rows stay plain q4_0 rows");
+    free(q); free(r8);
+}
+
 /* ---- matrix products ---- */
 /* Every ISA the CPU has: y against the float64 reference (bound) and == the scalar path. */
 static void test_kernels_matmul_paths(void) {
@@ -220,7 +254,7 @@ static void test_kernels_matmul_paths(void) {
     printf(" (not in this build or CPU:");
     for (isa = best + 1; isa <= KOSMOS2__ISA_AVX512; isa++) printf(" %s", kosmos2__isa_name(isa));
     printf(")\n");
-    for (dt = 0; dt < 5; dt++) {
+    for (dt = 0; dt < 6; dt++) {
         int q = dt >= KOSMOS2__Q8_0;
         unsigned nk = q ? sizeof Kq / sizeof Kq[0] : sizeof Kf / sizeof Kf[0];
         for (ki = 0; ki < nk; ki++)
@@ -304,7 +338,7 @@ static void test_kernels_matmul_threads_and_rows(void) {
     for (i = 0; i < N; i++) bias[i] = tk__rand();
     for (isa = 0; isa <= best; isa++) {
         kosmos2__kernels_set_isa(isa);
-        for (dt = 0; dt < 5; dt++) {
+        for (dt = 0; dt < 6; dt++) {
             void *w = tk__make_weights(dt, N, K, 1.0f);
             kosmos2__mat W;
             int diff = 0, rowdiff = 0;
@@ -338,7 +372,7 @@ static void test_kernels_matmul_fused(void) {
     float *x = (float *)malloc((size_t)(9 * K) * 4), *bias = (float *)malloc(64 * 4);
     for (i = 0; i < 9 * K; i++) x[i] = tk__rand() * (i % 5 == 0 ? 8.0f : 1.0f);
     for (i = 0; i < 64; i++) bias[i] = tk__rand();
-    for (dt = KOSMOS2__Q8_0; dt <= KOSMOS2__Q4_0; dt++) {
+    for (dt = KOSMOS2__Q8_0; dt <= KOSMOS2__Q4_0R8; dt++) {
         void *w[3];
         kosmos2__mat W[3];
         const kosmos2__mat *Wp[3];
@@ -398,7 +432,7 @@ static void test_kernels_matmul_long_rows(void) {
     float *y0 = (float *)malloc((size_t)(M * N) * 4), *y = (float *)malloc((size_t)(M * N) * 4);
     double *ref = (double *)malloc((size_t)(M * N) * 8), *bound = (double *)malloc((size_t)(M * N) * 8);
     for (i = 0; i < N; i++) bias[i] = tk__rand();
-    for (dt = 0; dt < 5; dt++) {
+    for (dt = 0; dt < 6; dt++) {
         int64_t k = dt >= KOSMOS2__Q8_0 ? K - 5 : K;
         void *w = tk__make_weights(dt, N, k, 1.0f);
         kosmos2__mat W;
@@ -602,6 +636,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_q8_raw);
     RUN(test_kernels_matmul_threads_and_rows);
     RUN(test_kernels_matmul_fused);
+    RUN(test_kernels_repack_q4_0r8);
     RUN(test_kernels_matmul_long_rows);
     RUN(test_kernels_matmul_errors);
 }
