@@ -4207,9 +4207,14 @@ static KOSMOS2__T_AVX2 void kosmos2__qtile_avx2_one(float *y, int64_t ldy, const
  * against its broadcast 4-value groups, summed in int16 (each sum <= 8 * 2 * 15 * 127 = 30480:
  * no overflow), madd to int32 per row, + A->n8 (the -8 of every nibble), one conversion and one
  * multiply-add with the 8 rows' scales times the activation's scale. */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__bcast4_avx2(const int8_t *p) { /* 4 bytes in every 32-bit lane */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                                const uint8_t *w, const float *bias, int64_t pf, const int R) {
-    __m256 acc[2][2]; /* [r][b & 1] (R <= 2) */
+    __m256 acc[4][2]; /* [r][b & 1] (R <= 4) */
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
     const int32_t *n8 = A->n8 + m0 * A->rs;
@@ -4228,17 +4233,15 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
         }
         KOSMOS2__UNROLL for (r = 0; r < R; r++) {
             const int8_t *a = aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK;
-            int32_t g[8];
             __m256i s, is;
-            memcpy(g, a, 32);
-            s = _mm256_maddubs_epi16(lo[0], _mm256_set1_epi32(g[0]));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], _mm256_set1_epi32(g[1])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], _mm256_set1_epi32(g[2])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], _mm256_set1_epi32(g[3])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], _mm256_set1_epi32(g[4])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[1], _mm256_set1_epi32(g[5])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[2], _mm256_set1_epi32(g[6])));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[3], _mm256_set1_epi32(g[7])));
+            s = _mm256_maddubs_epi16(lo[0], kosmos2__bcast4_avx2(a));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], kosmos2__bcast4_avx2(a + 4)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], kosmos2__bcast4_avx2(a + 8)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], kosmos2__bcast4_avx2(a + 12)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[0], kosmos2__bcast4_avx2(a + 16)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[1], kosmos2__bcast4_avx2(a + 20)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[2], kosmos2__bcast4_avx2(a + 24)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[3], kosmos2__bcast4_avx2(a + 28)));
             is = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(n8[r * A->rs + b]));
             acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
         }
@@ -4249,7 +4252,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
 static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                       const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
     (void)wstride; (void)dt;
-    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 2);
+    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 4);
 }
 static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_row(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
@@ -4875,13 +4878,13 @@ static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__qtile_avx2_row8, 2, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__vmath_avx2, kosmos2__pv_avx2,
+    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__vmath_avx2, kosmos2__pv_avx2,
     kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__qtile_avx512_row8, 2, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
+    kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
     kosmos2__vmath_avx512, kosmos2__pv_avx512, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
@@ -5491,7 +5494,7 @@ static int kosmos2__check(const kosmos2_model *m, const char *name, int ndim, co
         want[a] = 0; got[b] = 0;
         return kosmos2__fail(KOSMOS2_E_FORMAT, "tensor '%s' has shape [%s], config.json implies [%s]", name, got, want);
     }
-    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "Q8_0") && strcmp(t->dtype, "Q4_0"))
+    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "Q8_0") && strcmp(t->dtype, "Q4_0") && strcmp(t->dtype, "Q4_0R8"))
         return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name, t->dtype);
     *out = t;
     return 0;
@@ -5499,7 +5502,7 @@ static int kosmos2__check(const kosmos2_model *m, const char *name, int ndim, co
 
 static kosmos2__dtype kosmos2__dtype_of(const kosmos2__tensor *t) {
     return !strcmp(t->dtype, "F32") ? KOSMOS2__F32 : !strcmp(t->dtype, "F16") ? KOSMOS2__F16 : !strcmp(t->dtype, "BF16") ? KOSMOS2__BF16
-         : !strcmp(t->dtype, "Q8_0") ? KOSMOS2__Q8_0 : KOSMOS2__Q4_0;
+         : !strcmp(t->dtype, "Q8_0") ? KOSMOS2__Q8_0 : !strcmp(t->dtype, "Q4_0") ? KOSMOS2__Q4_0 : KOSMOS2__Q4_0R8;
 }
 /* The alignment the kernels need for a stored type (q blocks start with a float16). */
 static size_t kosmos2__dtype_align(const kosmos2__tensor *t) { return !strcmp(t->dtype, "F32") ? 4 : 2; }
@@ -5652,6 +5655,10 @@ static int kosmos2__bind_weights(kosmos2_model *m) {
  *  preprocessor_config.json as strings and the SentencePiece model as a byte array, so one file
  *  is a whole model. Tensor names are the Hugging Face names. */
 #define KOSMOS2__GGUF_ALIGN 64
+/* kosmos2.h's own tensor type (not ggml's, whose readers refuse it): q4_0 blocks interleaved 8
+ * rows at a time, the q4_0r8 layout of [5] DATA LAYOUTS, so that a q4_0 file maps with no
+ * conversion at load. Plain q4_0 tensors (ggml type 2) are repacked at load instead. */
+#define KOSMOS2__GGML_Q4_0R8 4098u
 enum { KOSMOS2__GT_U8, KOSMOS2__GT_I8, KOSMOS2__GT_U16, KOSMOS2__GT_I16, KOSMOS2__GT_U32, KOSMOS2__GT_I32, KOSMOS2__GT_F32,
        KOSMOS2__GT_BOOL, KOSMOS2__GT_STR, KOSMOS2__GT_ARR, KOSMOS2__GT_U64, KOSMOS2__GT_I64, KOSMOS2__GT_F64 };
 
@@ -5715,6 +5722,7 @@ static const char *kosmos2__ggml_type_name(uint32_t t) {
     case 1: return "F16";
     case 2: return "Q4_0";
     case 8: return "Q8_0";
+    case KOSMOS2__GGML_Q4_0R8: return "Q4_0R8";
     case 30: return "BF16";
     default: return NULL;
     }
@@ -5781,10 +5789,10 @@ static int kosmos2__gguf_parse(const char *path, const kosmos2__file *f, kosmos2
         ts->data = (const unsigned char *)(uintptr_t)kosmos2__rd_u(&r, 8); /* the offset for now */
         if (r.bad) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor infos run past the end of the file", path);
         tn = kosmos2__ggml_type_name(type);
-        if (!tn) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0)", path, ts->name, type);
+        if (!tn) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0, and %u: kosmos2.h's Q4_0R8)", path, ts->name, type, KOSMOS2__GGML_Q4_0R8);
         strcpy(ts->dtype, tn);
-        if ((type == 2 || type == 8) && ts->shape[nd - 1] % 32) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: quantized tensor '%s' has rows of %lld (not a multiple of 32)", path, ts->name, (long long)ts->shape[nd - 1]);
-        ts->nbytes = (size_t)(count / (uint64_t)ts->shape[nd - 1] * (uint64_t)kosmos2__row_bytes(type == 0 ? KOSMOS2__F32 : type == 1 ? KOSMOS2__F16 : type == 30 ? KOSMOS2__BF16 : type == 8 ? KOSMOS2__Q8_0 : KOSMOS2__Q4_0, ts->shape[nd - 1]));
+        if ((type == 2 || type == 8 || type == KOSMOS2__GGML_Q4_0R8) && ts->shape[nd - 1] % 32) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: quantized tensor '%s' has rows of %lld (not a multiple of 32)", path, ts->name, (long long)ts->shape[nd - 1]);
+        ts->nbytes = (size_t)(count / (uint64_t)ts->shape[nd - 1] * (uint64_t)kosmos2__row_bytes(type == 0 ? KOSMOS2__F32 : type == 1 ? KOSMOS2__F16 : type == 30 ? KOSMOS2__BF16 : type == 8 ? KOSMOS2__Q8_0 : type == 2 ? KOSMOS2__Q4_0 : KOSMOS2__Q4_0R8, ts->shape[nd - 1]));
     }
     data_start = ((uint64_t)r.pos + align - 1) / align * align;
     if (data_start > f->size) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: truncated before the data section", path);
@@ -5814,6 +5822,7 @@ static uint32_t kosmos2__ggml_type_of(kosmos2__dtype t) {
     case KOSMOS2__F32: return 0;
     case KOSMOS2__F16: return 1;
     case KOSMOS2__Q4_0: return 2;
+    case KOSMOS2__Q4_0R8: return KOSMOS2__GGML_Q4_0R8;
     case KOSMOS2__Q8_0: return 8;
     default: return 30;
     }
@@ -5829,12 +5838,12 @@ static uint32_t kosmos2__ggml_type_of(kosmos2__dtype t) {
  * 26.9 % to 24.4 % (standard). */
 static kosmos2__dtype kosmos2__quant_choice(const kosmos2__tensor *t, kosmos2__dtype want) {
     int64_t cols = t->shape[t->ndim - 1];
-    int is_q = want == KOSMOS2__Q8_0 || want == KOSMOS2__Q4_0;
+    int is_q = kosmos2__is_q(want);
     if (t->ndim < 2 || strstr(t->name, "position_embedding") || strstr(t->name, "latent_query") || strstr(t->name, "class_embedding")) return KOSMOS2__F32;
     if (!is_q) return want;
     if (cols % 32 || strstr(t->name, "patch_embedding")) return KOSMOS2__F16;
     if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return KOSMOS2__F16;
-    if (want == KOSMOS2__Q4_0 && strstr(t->name, "image_to_text_projection")) return KOSMOS2__Q8_0;
+    if (want != KOSMOS2__Q8_0 && strstr(t->name, "image_to_text_projection")) return KOSMOS2__Q8_0;
     return want;
 }
 
@@ -5852,7 +5861,7 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
     FILE *fp = NULL;
     uint64_t off = 0, *offs = NULL;
     float *row = NULL;
-    unsigned char *qrow = NULL;
+    unsigned char *qrow = NULL, *tbuf = NULL;
     int i, d, rc = 0;
     long pos;
     if (!m || !path || !type) return kosmos2__fail(KOSMOS2_E_INVALID, "kosmos2_model_save_gguf: NULL argument");
@@ -5860,8 +5869,9 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
     else if (!strcmp(type, "f16")) want = KOSMOS2__F16;
     else if (!strcmp(type, "bf16")) want = KOSMOS2__BF16;
     else if (!strcmp(type, "q8_0")) want = KOSMOS2__Q8_0;
-    else if (!strcmp(type, "q4_0")) want = KOSMOS2__Q4_0;
-    else return kosmos2__fail(KOSMOS2_E_INVALID, "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0)", type);
+    else if (!strcmp(type, "q4_0")) want = KOSMOS2__Q4_0R8;       /* interleaved 8 rows: mapped as is */
+    else if (!strcmp(type, "q4_0_ggml")) want = KOSMOS2__Q4_0;    /* ggml's row layout: repacked at load */
+    else return kosmos2__fail(KOSMOS2_E_INVALID, "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_0_ggml)", type);
     chosen = (kosmos2__dtype *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *chosen);
     offs = (uint64_t *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *offs);
     if (!chosen || !offs) { rc = KOSMOS2_E_NOMEM; goto end; }
@@ -5896,10 +5906,11 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
         int64_t rows = 1, cols = t->shape[t->ndim - 1], r2, k, rb = kosmos2__row_bytes(chosen[i], cols);
         for (d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
         src.data = t->data; src.dtype = kosmos2__dtype_of(t); src.rows = rows; src.cols = cols;
-        KOSMOS2_FREE(row); KOSMOS2_FREE(qrow);
+        KOSMOS2_FREE(row); KOSMOS2_FREE(qrow); KOSMOS2_FREE(tbuf);
         row = (float *)kosmos2__alloc((size_t)cols * sizeof(float));
         qrow = (unsigned char *)kosmos2__alloc((size_t)rb);
-        if (!row || !qrow) { rc = KOSMOS2_E_NOMEM; goto end; }
+        tbuf = chosen[i] == KOSMOS2__Q4_0R8 ? (unsigned char *)kosmos2__alloc((size_t)(rows * rb) * 2) : NULL; /* q4_0 rows, then repacked */
+        if (!row || !qrow || (chosen[i] == KOSMOS2__Q4_0R8 && !tbuf)) { rc = KOSMOS2_E_NOMEM; goto end; }
         for (r2 = 0; r2 < rows && rc == 0; r2++) {
             kosmos2__mat_row_f32(&src, r2, row);
             switch (chosen[i]) {
@@ -5907,9 +5918,14 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
             case KOSMOS2__F16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
             case KOSMOS2__BF16: for (k = 0; k < cols; k++) { uint16_t h = kosmos2__f32_to_bf16(row[k]); memcpy(qrow + 2 * k, &h, 2); } break;
             case KOSMOS2__Q8_0: kosmos2__quantize_row_q8_0(row, qrow, cols); break;
-            case KOSMOS2__Q4_0: case KOSMOS2__Q4_0R8: kosmos2__quantize_row_q4_0(row, qrow, cols); break; /* (never q4_0r8) */
+            case KOSMOS2__Q4_0: kosmos2__quantize_row_q4_0(row, qrow, cols); break;
+            case KOSMOS2__Q4_0R8: kosmos2__quantize_row_q4_0(row, tbuf + r2 * rb, cols); break;
             }
-            rc |= kosmos2__fw(fp, qrow, (size_t)rb);
+            if (chosen[i] != KOSMOS2__Q4_0R8) rc |= kosmos2__fw(fp, qrow, (size_t)rb);
+        }
+        if (rc == 0 && chosen[i] == KOSMOS2__Q4_0R8) {
+            kosmos2__repack_q4_0r8(tbuf, tbuf + rows * rb, rows, cols, 0, rows / 8, 1);
+            rc |= kosmos2__fw(fp, tbuf + rows * rb, (size_t)(rows * rb));
         }
         pos = ftell(fp);
         while (rc == 0 && pos % KOSMOS2__GGUF_ALIGN) { rc |= kosmos2__fw(fp, "", 1); pos++; }
@@ -5921,7 +5937,7 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
 end:
     if (fp) fclose(fp);
     if (rc) remove(path);
-    KOSMOS2_FREE(chosen); KOSMOS2_FREE(offs); KOSMOS2_FREE(row); KOSMOS2_FREE(qrow);
+    KOSMOS2_FREE(chosen); KOSMOS2_FREE(offs); KOSMOS2_FREE(row); KOSMOS2_FREE(qrow); KOSMOS2_FREE(tbuf);
     return rc;
 }
 

@@ -625,19 +625,23 @@ static const char *test_random_q_config =
     " \"vision_config\": {\"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"image_size\": 28, \"patch_size\": 14}}";
 
 /* q8_0 / q4_0 prompt logits stay close to float32 on a random model whose rows are multiples of 32
- * (the bound the speed issue sets for the full-size model: q8_0 < 1%, q4_0 < 5% relative RMS). */
+ * (the bound the speed issue sets for the full-size model: q8_0 < 1%, q4_0 < 5% relative RMS).
+ * q4_0 files hold the q4_0r8 layout (kosmos2.h's own GGUF type), q4_0_ggml files ggml's rows,
+ * repacked at load (mapped or read whole): the same matrices and the same logits, bit for bit. */
 static void test_gguf_quantized_accuracy(void) {
     const char *cfg = test_random_q_config;
-    static const char *types[] = {"f32", "q8_0", "q4_0"};
-    float *logits[3] = {NULL, NULL, NULL};
+    static const char *types[] = {"f32", "q8_0", "q4_0", "q4_0_ggml", "q4_0_ggml"};
+    float *logits[5] = {NULL, NULL, NULL, NULL, NULL};
     kosmos2_model *m = NULL;
     int i, V = 2037;
+    size_t fsz[5] = {0, 0, 0, 0, 0};
     CHECK(test_make_random_checkpoint("build/tmp/random_q", cfg, 7) == 0, "random checkpoint");
     CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &m));
     if (!m) return;
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 5; i++) {
         char path[128];
         kosmos2_model *g = NULL;
+        kosmos2_model_params mp = kosmos2_model_default_params();
         kosmos2_context *ctx = NULL;
         kosmos2_image img;
         float px[3 * 28 * 28];
@@ -647,8 +651,18 @@ static void test_gguf_quantized_accuracy(void) {
         unsigned char rgb[40 * 30 * 3];
         snprintf(path, sizeof path, "build/tmp/random_%s.gguf", types[i]);
         CHECK_OK(kosmos2_model_save_gguf(m, path, types[i], NULL, NULL));
-        CHECK_OK(kosmos2_model_load(path, NULL, &g));
+        mp.use_mmap = i != 4;
+        CHECK_OK(kosmos2_model_load(path, &mp, &g));
         if (!g) continue;
+        {
+            unsigned char *bytes = test_read_file(path, &fsz[i]);
+            const kosmos2__tensor *t = kosmos2__find(g, "text_model.model.layers.0.ffn.fc1.weight");
+            free(bytes);
+            if (i >= 2) /* stored as q4_0r8 / plain q4_0, in use as q4_0r8 either way */
+                CHECK(t && !strcmp(t->dtype, i == 2 ? "Q4_0R8" : "Q4_0") && g->tl[0].fc1.w.dtype == KOSMOS2__Q4_0R8 &&
+                          g->vl[1].fc2.w.dtype == KOSMOS2__Q4_0R8 && g->dense.w.dtype == KOSMOS2__Q8_0,
+                      "%s: stored %s, in use %s", types[i], t ? t->dtype : "?", kosmos2__dtype_name(g->tl[0].fc1.w.dtype));
+        }
         for (k = 0; k < (int)sizeof rgb; k++) rgb[k] = (unsigned char)((k * 37) ^ (k >> 5));
         CHECK_OK(kosmos2_image_from_pixels(rgb, 40, 30, 3, 0, &img));
         CHECK_OK(kosmos2_image_preprocess(&img, kosmos2_model_preprocess_config(g), px));
@@ -662,6 +676,9 @@ static void test_gguf_quantized_accuracy(void) {
         kosmos2_image_free(&img);
         kosmos2_model_free(g);
     }
+    CHECK(fsz[2] > 0 && fsz[2] == fsz[3], "q4_0 and q4_0_ggml files of one size (%zu, %zu)", fsz[2], fsz[3]);
+    CHECK(logits[2] && logits[3] && logits[4] && !memcmp(logits[2], logits[3], (size_t)V * 4) && !memcmp(logits[2], logits[4], (size_t)V * 4),
+          "q4_0r8 from the file == q4_0 repacked at load (mapped and read whole), bit for bit");
     if (logits[0] && logits[1] && logits[2]) {
         double e8 = test_rel_rms(logits[1], logits[0], V), e4 = test_rel_rms(logits[2], logits[0], V);
         printf("    prompt logits relative RMS error vs f32: q8_0 %.3f%%  q4_0 %.3f%%\n", 100 * e8, 100 * e4);
@@ -669,7 +686,7 @@ static void test_gguf_quantized_accuracy(void) {
         CHECK(e4 < 0.05, "q4_0 relative RMS error %.4f", e4);
         CHECK(e8 > 0 && e4 > e8, "quantization changed the logits (q4_0 more than q8_0)");
     }
-    for (i = 0; i < 3; i++) free(logits[i]);
+    for (i = 0; i < 5; i++) free(logits[i]);
     kosmos2_model_free(m);
 }
 
