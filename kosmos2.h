@@ -395,10 +395,15 @@ int kosmos2_model_n_tensors(const kosmos2_model *model);
 /* Progress of long operations: return nonzero to stop (KOSMOS2_E_ABORTED). */
 typedef int (*kosmos2_progress_callback)(const char *tensor, const char *type, int done, int total, void *user_data);
 /* Write the loaded model as one self-contained GGUF file (weights, config, tokenizer,
- * preprocessing), 64-byte aligned, with the large matrices in `type`: "f32", "f16", "bf16", "q8_0"
- * or "q4_0". Quantized files keep 1-D tensors and embeddings of positions in float32, the token
- * embedding (= lm_head) in float16, and rows that are not a multiple of 32 in float16; progress (may
- * be NULL) is told each tensor's chosen type. kosmos2_model_load(path.gguf) maps it back. */
+ * preprocessing), 64-byte aligned, with the large matrices in `type`: "f32", "f16", "bf16", "q8_0",
+ * "q4_0", "q8_0_ggml" or "q4_0_ggml". Quantized files keep 1-D tensors and embeddings of positions
+ * in float32 and rows that are not a multiple of 32 in float16; the token embedding (= lm_head)
+ * is float16 with q8_0 and q8_0 with q4_0, as is the resampler. "q8_0" / "q4_0" store ggml's
+ * blocks interleaved 8 rows at a time (GGUF tensor types 4104 / 4098, kosmos2.h's own; see [5]
+ * DATA LAYOUTS), which the kernels read as they are; "q*_ggml" store ggml's rows (types 8 / 2:
+ * readable by other GGUF tools), which the loader repacks every time (a copy in memory: 0.3-5 s
+ * for the full model on the test VMs, whose fresh memory is slow). progress (may be NULL) is
+ * told each tensor's chosen type. kosmos2_model_load(path.gguf) maps it back. */
 int kosmos2_model_save_gguf(const kosmos2_model *model, const char *path, const char *type,
                             kosmos2_progress_callback progress, void *user_data);
 int kosmos2_model_tensor(const kosmos2_model *model, int index, kosmos2_tensor_info *info);
@@ -3451,16 +3456,18 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *    q4_0 block, 18 bytes: float16 d; uint8 qs[16];          value[i] = ((qs[i] & 15) - 8) * d,
  *                                                            value[i+16] = ((qs[i] >> 4) - 8) * d
  *  Blocks are read byte-wise (memcpy), so rows need no alignment.
- *    q4_0r8 (KOSMOS2__Q4_0R8, made from q4_0 at load by kosmos2__repack_q4_0r8; never in a file):
- *      the rows in groups of 8, then the N % 8 last rows as plain q4_0 rows. Group g, block b
- *      is one 144-byte unit at (g * nb + b) * 144: float16 d[8] (row 8g + r's scale at r), then
- *      4 chunks of 32 bytes; chunk c holds bytes 4c .. 4c+3 of each row's qs (row r at 4r). One
- *      32-byte load thus gives the low nibbles (weights 4c .. 4c+3) and the high nibbles
- *      (16+4c .. 16+4c+3) of 8 rows: 8 outputs per register, one activation load feeds 8 rows.
- *      Its canonical sum (the 16-lane order above would cost 8 conversions and multiply-adds
- *      per block and row): per block the exact integer sum p[b] = sum (u - 8) * a over all 32
+ *    q4_0r8 / q8_0r8 (KOSMOS2__Q4_0R8 / Q8_0R8: the same blocks interleaved 8 rows at a time,
+ *      by kosmos2__repack_r8; what q4_0 / q8_0 GGUF files hold, and what plain ggml rows are
+ *      repacked to at load): the rows in groups of 8, then the N % 8 last rows as plain rows.
+ *      Group g, block b is one unit of U = 144 (q4_0) / 272 (q8_0) bytes at (g * nb + b) * U:
+ *      float16 d[8] (row 8g + r's scale at 2r), then chunks of 32 bytes (4 / 8 of them); chunk
+ *      c holds bytes 4c .. 4c+3 of each row's qs (row r's at 4r). One 32-byte load thus gives
+ *      4 weights of 8 rows (q4_0: the low nibbles are weights 4c .. 4c+3, the high ones
+ *      16+4c .. 16+4c+3): 8 outputs per register, one activation load feeds 8 rows.
+ *      Their canonical sum (the 16-lane order above would cost 8 conversions and multiply-adds
+ *      per block and row): per block the exact integer sum p[b] = sum w * a over all 32
  *      weights; s[b mod 2] = fmaf(dx[b] * dw[b], (float)p[b], s[b mod 2]) in increasing b;
- *      y = (s[0] + s[1]) + bias. |p[b]| <= 32 * 8 * 127 < 2^24: the conversion is exact.
+ *      y = (s[0] + s[1]) + bias. |p[b]| <= 32 * 128 * 127 < 2^24: the conversion is exact.
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
  *  takes whole panels (static schedule). With at least R activation rows and float16/bfloat16
@@ -3480,11 +3487,17 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  Quantized weights (kosmos2__matmul_q): the activations are quantized once per product (by
  *  the kernel set's qact: the same bytes as kosmos2__quantize_row_q8_0 in every path), then
  *  panels of QC weight rows meet groups of QR activation rows (AVX-512: 4 x 4, two blocks per
- *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored.
+ *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored. The r8
+ *  layouts (what the model uses: files hold them, plain rows are repacked at load) go by groups
+ *  of 8 weight rows, R8 = 4 activation rows per tile (AVX2, also used on AVX-512 machines: no
+ *  AVX-512 variant yet), 1 row when decoding; per block and activation row one exact int32 sum
+ *  per weight row, then one conversion and one multiply-add for all 8 (q4_0 on Zen 3: 2.7x the
+ *  ggml-layout tile's speed on one core with the weights in L2).
  *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
 
-/* KOSMOS2__Q4_0R8: q4_0 repacked at load, 8 rows interleaved (layout above); never in a file. */
-typedef enum { KOSMOS2__F32 = 0, KOSMOS2__F16 = 1, KOSMOS2__BF16 = 2, KOSMOS2__Q8_0 = 3, KOSMOS2__Q4_0 = 4, KOSMOS2__Q4_0R8 = 5 } kosmos2__dtype;
+/* Q4_0R8 / Q8_0R8: q4_0 / q8_0 blocks interleaved 8 rows at a time (DATA LAYOUTS above). */
+typedef enum { KOSMOS2__F32 = 0, KOSMOS2__F16 = 1, KOSMOS2__BF16 = 2, KOSMOS2__Q8_0 = 3, KOSMOS2__Q4_0 = 4, KOSMOS2__Q4_0R8 = 5,
+               KOSMOS2__Q8_0R8 = 6 } kosmos2__dtype;
 
 typedef struct {
     const void *data; /* [rows, cols] in `dtype` (q types: rows x cols/32 blocks) */
@@ -3554,16 +3567,17 @@ KOSMOS2__UNUSED static int64_t kosmos2__row_bytes(kosmos2__dtype t, int64_t cols
     switch (t) {
     case KOSMOS2__F32: return cols * 4;
     case KOSMOS2__F16: case KOSMOS2__BF16: return cols * 2;
-    case KOSMOS2__Q8_0: return cols / KOSMOS2__QK * KOSMOS2__Q8_0_BYTES;
-    case KOSMOS2__Q4_0: case KOSMOS2__Q4_0R8: return cols / KOSMOS2__QK * KOSMOS2__Q4_0_BYTES; /* (q4_0r8: on average) */
+    case KOSMOS2__Q8_0: case KOSMOS2__Q8_0R8: return cols / KOSMOS2__QK * KOSMOS2__Q8_0_BYTES; /* (r8: on average) */
+    case KOSMOS2__Q4_0: case KOSMOS2__Q4_0R8: return cols / KOSMOS2__QK * KOSMOS2__Q4_0_BYTES;
     }
     return 0;
 }
 KOSMOS2__UNUSED static const char *kosmos2__dtype_name(kosmos2__dtype t) {
-    static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_0r8"};
-    return (unsigned)t < 6 ? names[t] : "?";
+    static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_0r8", "q8_0r8"};
+    return (unsigned)t < 7 ? names[t] : "?";
 }
-static int kosmos2__is_q(int dt) { return dt == KOSMOS2__Q8_0 || dt == KOSMOS2__Q4_0 || dt == KOSMOS2__Q4_0R8; }
+static int kosmos2__is_q(int dt) { return dt >= KOSMOS2__Q8_0 && dt <= KOSMOS2__Q8_0R8; }
+static int kosmos2__is_r8(int dt) { return dt == KOSMOS2__Q4_0R8 || dt == KOSMOS2__Q8_0R8; }
 
 /* ----------------------------------------------------------- q8_0 / q4_0 (de)quantization -- */
 /* x[0..k-1] -> k/32 q8_0 blocks at out (k a multiple of 32). Per block: d = max|x| / 127,
@@ -3636,34 +3650,36 @@ KOSMOS2__UNUSED static void kosmos2__dequantize_row_q4_0(const void *in, float *
     }
 }
 
-/* ------------------------------------------------------------------- q4_0r8 repacking -- */
-#define KOSMOS2__R8_UNIT 144 /* bytes of one (group of 8 rows, block) unit: 8 x float16 + 8 x 16 */
-/* The q4_0 matrix src [N, K] (ggml rows) as q4_0r8 into dst (the same number of bytes): groups
- * g0 <= g < g1, and the N % 8 last rows when tail. */
-static void kosmos2__repack_q4_0r8(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t g0, int64_t g1, int tail) {
-    const int64_t nb = K / KOSMOS2__QK, G = N / 8, rb = nb * KOSMOS2__Q4_0_BYTES;
+/* ------------------------------------------------------- q4_0r8 / q8_0r8 repacking -- */
+/* q8 = 0: q4_0 (18-byte blocks, 16 bytes of nibbles), 1: q8_0 (34-byte blocks, 32 int8) */
+#define KOSMOS2__R8_UNIT(q8) ((q8) ? 272 : 144) /* bytes of one (group of 8 rows, block) unit */
+#define KOSMOS2__R8_BLK(q8) ((q8) ? KOSMOS2__Q8_0_BYTES : KOSMOS2__Q4_0_BYTES)
+/* The q4_0 / q8_0 matrix src [N, K] (ggml rows) interleaved into dst (the same number of bytes):
+ * groups g0 <= g < g1, and the N % 8 last rows (as they are) when tail. */
+static void kosmos2__repack_r8(const uint8_t *src, uint8_t *dst, int64_t N, int64_t K, int64_t g0, int64_t g1, int tail, int q8) {
+    const int64_t nb = K / KOSMOS2__QK, G = N / 8, bs = KOSMOS2__R8_BLK(q8), rb = nb * bs, U = KOSMOS2__R8_UNIT(q8);
     int64_t g, b;
     int r, c;
     for (g = g0; g < g1; g++)
         for (b = 0; b < nb; b++) {
-            uint8_t *u = dst + (g * nb + b) * KOSMOS2__R8_UNIT;
+            uint8_t *u = dst + (g * nb + b) * U;
             for (r = 0; r < 8; r++) {
-                const uint8_t *blk = src + (g * 8 + r) * rb + b * KOSMOS2__Q4_0_BYTES;
+                const uint8_t *blk = src + (g * 8 + r) * rb + b * bs;
                 memcpy(u + 2 * r, blk, 2);
-                for (c = 0; c < 4; c++) memcpy(u + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
+                for (c = 0; c < (int)(bs - 2) / 4; c++) memcpy(u + 16 + 32 * c + 4 * r, blk + 2 + 4 * c, 4);
             }
         }
-    if (tail) memcpy(dst + G * nb * KOSMOS2__R8_UNIT, src + G * 8 * rb, (size_t)((N - G * 8) * rb));
+    if (tail) memcpy(dst + G * nb * U, src + G * 8 * rb, (size_t)((N - G * 8) * rb));
 }
-/* Row n, block b of a q4_0r8 matrix [N, nb blocks] back as one q4_0 block (18 bytes). */
-static void kosmos2__r8_block(const uint8_t *W, int64_t N, int64_t nb, int64_t n, int64_t b, uint8_t *blk) {
-    const int64_t G = N / 8;
+/* Row n, block b of an r8 matrix [N, nb blocks] back as one plain block (18 / 34 bytes). */
+static void kosmos2__r8_block(const uint8_t *W, int64_t N, int64_t nb, int64_t n, int64_t b, int q8, uint8_t *blk) {
+    const int64_t G = N / 8, bs = KOSMOS2__R8_BLK(q8);
     if (n < G * 8) {
-        const uint8_t *u = W + ((n / 8) * nb + b) * KOSMOS2__R8_UNIT;
+        const uint8_t *u = W + ((n / 8) * nb + b) * KOSMOS2__R8_UNIT(q8);
         int r = (int)(n % 8), c;
         memcpy(blk, u + 2 * r, 2);
-        for (c = 0; c < 4; c++) memcpy(blk + 2 + 4 * c, u + 16 + 32 * c + 4 * r, 4);
-    } else memcpy(blk, W + G * nb * KOSMOS2__R8_UNIT + ((n - G * 8) * nb + b) * KOSMOS2__Q4_0_BYTES, KOSMOS2__Q4_0_BYTES);
+        for (c = 0; c < (int)(bs - 2) / 4; c++) memcpy(blk + 2 + 4 * c, u + 16 + 32 * c + 4 * r, 4);
+    } else memcpy(blk, W + G * nb * KOSMOS2__R8_UNIT(q8) + ((n - G * 8) * nb + b) * bs, (size_t)bs);
 }
 
 /* out[0..cols-1] = W[row] as float32 (exact for F16/BF16; dequantized for q types). */
@@ -3684,11 +3700,12 @@ KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t 
         break;
     case KOSMOS2__Q8_0: kosmos2__dequantize_row_q8_0(base, out, n); break;
     case KOSMOS2__Q4_0: kosmos2__dequantize_row_q4_0(base, out, n); break;
-    case KOSMOS2__Q4_0R8:
+    case KOSMOS2__Q4_0R8: case KOSMOS2__Q8_0R8:
         for (j = 0; j < n / KOSMOS2__QK; j++) {
-            uint8_t blk[KOSMOS2__Q4_0_BYTES];
-            kosmos2__r8_block((const uint8_t *)W->data, W->rows, n / KOSMOS2__QK, row, j, blk);
-            kosmos2__dequantize_row_q4_0(blk, out + j * KOSMOS2__QK, KOSMOS2__QK);
+            uint8_t blk[KOSMOS2__Q8_0_BYTES];
+            kosmos2__r8_block((const uint8_t *)W->data, W->rows, n / KOSMOS2__QK, row, j, W->dtype == KOSMOS2__Q8_0R8, blk);
+            if (W->dtype == KOSMOS2__Q8_0R8) kosmos2__dequantize_row_q8_0(blk, out + j * KOSMOS2__QK, KOSMOS2__QK);
+            else kosmos2__dequantize_row_q4_0(blk, out + j * KOSMOS2__QK, KOSMOS2__QK);
         }
         break;
     }
@@ -3914,24 +3931,26 @@ static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A
     *y = kosmos2__qdot_scalar(w, dt, A, m0) + (bias ? bias[0] : 0.0f);
 }
 
-/* The q4_0r8 canonical sum (see DATA LAYOUTS) for activation row m of A and the weights in q4_0
- * blocks: blk(b) = w + b * step, each block's 16 bytes at +qoff and scale at +doff, the bytes
- * of its row i apart (group units: step 144, i 4 per chunk; plain rows: step 18, contiguous). */
-static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, const kosmos2__qacts *A, int64_t m) {
+/* The r8 canonical sum (see DATA LAYOUTS) of activation row m of A with row r of the group whose
+ * first unit is w (units `step` bytes apart), or with r < 0 the plain row at w (blocks `step`
+ * bytes apart); q8: q8_0 (else q4_0) blocks. */
+static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, int q8, const kosmos2__qacts *A, int64_t m) {
     float s[2] = {0.0f, 0.0f};
     const int8_t *aq = A->q + m * A->rs * KOSMOS2__QK;
+    const int nq = q8 ? 32 : 16; /* bytes of weights per block */
     int64_t b;
     for (b = 0; b < A->nb; b++, w += step, aq += KOSMOS2__QK) {
-        uint8_t qs[16];
+        uint8_t qs[32];
         float d;
         int32_t p = 0;
         int i, c;
-        if (r < 0) { d = kosmos2__f16_at(w); memcpy(qs, w + 2, 16); } /* a plain q4_0 row */
-        else {                                                      /* row r of a group unit */
+        if (r < 0) { d = kosmos2__f16_at(w); memcpy(qs, w + 2, (size_t)nq); } /* a plain row */
+        else {                                                               /* row r of a group unit */
             d = kosmos2__f16_at(w + 2 * r);
-            for (c = 0; c < 4; c++) memcpy(qs + 4 * c, w + 16 + 32 * c + 4 * r, 4);
+            for (c = 0; c < nq / 4; c++) memcpy(qs + 4 * c, w + 16 + 32 * c + 4 * r, 4);
         }
-        for (i = 0; i < 16; i++) p += ((qs[i] & 15) - 8) * aq[i] + ((qs[i] >> 4) - 8) * aq[i + 16];
+        if (q8) for (i = 0; i < 32; i++) p += (int8_t)qs[i] * aq[i];
+        else for (i = 0; i < 16; i++) p += ((qs[i] & 15) - 8) * aq[i] + ((qs[i] >> 4) - 8) * aq[i + 16];
         s[b & 1] = fmaf(d * KOSMOS2__QACT_D(A, m, b), (float)p, s[b & 1]); /* exact product: two float16 */
     }
     return s[0] + s[1];
@@ -3939,9 +3958,10 @@ static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, cons
 /* r8full / r8row of the scalar set: 1 activation row x the 8 rows of the group at w */
 static void kosmos2__r8tile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
                                    int64_t wstride, int dt, const float *bias, int64_t pf) {
+    const int q8 = dt == KOSMOS2__Q8_0R8;
     int r;
-    (void)ldy; (void)wstride; (void)dt; (void)pf;
-    for (r = 0; r < 8; r++) y[r] = kosmos2__qdot_r8_scalar(w, KOSMOS2__R8_UNIT, r, A, m0) + (bias ? bias[r] : 0.0f);
+    (void)ldy; (void)wstride; (void)pf;
+    for (r = 0; r < 8; r++) y[r] = kosmos2__qdot_r8_scalar(w, KOSMOS2__R8_UNIT(q8), r, q8, A, m0) + (bias ? bias[r] : 0.0f);
 }
 
 /* Quantize activation row x[0..K-1] to q8_0 (the weights' rule) into row m of A (reference). */
@@ -4221,7 +4241,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
     int64_t b;
     int r, c;
     KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT) {
+    for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT(0)) {
         const int h = (int)(b & 1);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
         __m256i lo[4], hi[4];
@@ -4249,15 +4269,47 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
     KOSMOS2__UNROLL for (r = 0; r < R; r++)
         _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
 }
+/* q8_0r8: the same with signed weights: maddubs(|w|, sign(a, w)) per chunk (|w| <= 128, so each
+ * int16 pair sum is at most 2 * 128 * 127 = 32512: no saturation, but two would overflow),
+ * madd to int32 per chunk. |w| once per block for all R rows; the signs from memory. */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_q8_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
+                                                                  const uint8_t *w, const float *bias, int64_t pf, const int R) {
+    __m256 acc[4][2]; /* [r][b & 1] (R <= 4) */
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
+    int64_t b;
+    int r, c;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT(1)) {
+        const int h = (int)(b & 1);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
+        __m256i aw[8];
+        if (pf) KOSMOS2__UNROLL for (c = 0; c < 5; c++) _mm_prefetch((const char *)w + pf + 64 * c, _MM_HINT_T0);
+        KOSMOS2__UNROLL for (c = 0; c < 8; c++) aw[c] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c)));
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {
+            const int8_t *a = aq + r * A->rs * KOSMOS2__QK + b * KOSMOS2__QK;
+            __m256i is = _mm256_setzero_si256();
+            KOSMOS2__UNROLL for (c = 0; c < 8; c++) {
+                const __m256i sa = _mm256_sign_epi8(kosmos2__bcast4_avx2(a + 4 * c), _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c)));
+                is = _mm256_add_epi32(is, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], sa), ones));
+            }
+            acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
+        }
+    }
+    KOSMOS2__UNROLL for (r = 0; r < R; r++)
+        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+}
 static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                       const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
-    (void)wstride; (void)dt;
-    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 4);
+    (void)wstride;
+    if (dt == KOSMOS2__Q8_0R8) kosmos2__r8tile_q8_avx2_body(y, ldy, A, m0, w, bias, pf, 4);
+    else kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 4);
 }
 static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_row(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                      const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
-    (void)wstride; (void)dt;
-    kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 1);
+    (void)wstride;
+    if (dt == KOSMOS2__Q8_0R8) kosmos2__r8tile_q8_avx2_body(y, ldy, A, m0, w, bias, pf, 1);
+    else kosmos2__r8tile_avx2_body(y, ldy, A, m0, w, bias, pf, 1);
 }
 
 /* The activation quantization (kosmos2__quantize_act_row), 8 values per register. roundf (half
@@ -5112,8 +5164,8 @@ static void kosmos2__panel_q(const kosmos2__kernel_set *ks, float *y, int64_t ld
 static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const kosmos2__mat *const *Ws,
                               const float *const *biases, int nm, int n_threads, const kosmos2__kernel_set *ks) {
     const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
-    const int dt = Ws[0]->dtype, r8 = dt == KOSMOS2__Q4_0R8;
-    const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K), gbytes = nb * KOSMOS2__R8_UNIT; /* (q4_0r8: bytes per group) */
+    const int dt = Ws[0]->dtype, r8 = kosmos2__is_r8(dt), q8 = dt == KOSMOS2__Q8_0R8, n8 = dt == KOSMOS2__Q4_0R8;
+    const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K), gbytes = nb * KOSMOS2__R8_UNIT(q8); /* (r8: bytes per group) */
     int64_t n_all = 0, n8_all = 0;
     kosmos2__qacts A;
     void *mem;
@@ -5131,12 +5183,12 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     A.nbp = (nb + 1) / 2;
     A.rs = 2 * A.nbp + 2;   /* row strides: + 64 bytes of values, of sums and of scales */
     A.rsp = A.nbp + 1;
-    mem = kosmos2__alloc((size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + (r8 ? 4 : 0) + KOSMOS2__QK));
+    mem = kosmos2__alloc((size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + (n8 ? 4 : 0) + KOSMOS2__QK));
     if (!mem) return KOSMOS2_E_NOMEM;
     A.d = (float *)mem;
     A.ns = (int32_t *)(A.d + M * A.rsp * 16);
-    A.n8 = r8 ? A.ns + M * A.rs * 8 : NULL;
-    A.q = (int8_t *)(A.ns + M * A.rs * (r8 ? 9 : 8));
+    A.n8 = n8 ? A.ns + M * A.rs * 8 : NULL;
+    A.q = (int8_t *)(A.ns + M * A.rs * (n8 ? 9 : 8));
     (void)n_threads;
     (void)n_all; /* (used only by the OpenMP clause) */
     (void)n8_all;
@@ -5153,14 +5205,14 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
 #endif
         for (m = 0; m < M; m++) {
             ks->qact(x + m * K, &A, m);
-            if (r8) { /* -8 * each block's sum, from the group sums */
+            if (n8) { /* q4_0r8: -8 * each block's sum, from the group sums */
                 const int32_t *ns = A.ns + m * A.rs * 8;
                 int64_t b;
                 for (b = 0; b < nb; b++)
                     A.n8[m * A.rs + b] = 8 * (ns[8 * b] + ns[8 * b + 1] + ns[8 * b + 2] + ns[8 * b + 3] + ns[8 * b + 4] + ns[8 * b + 5] + ns[8 * b + 6] + ns[8 * b + 7]);
             }
         }
-        if (r8) { /* q4_0r8: the groups of 8 rows in a static loop (decoding: those of all nm
+        if (r8) { /* r8: the groups of 8 rows in a static loop (decoding: those of all nm
                    * matrices at once), the N % 8 last rows as plain rows by the reference */
             for (m0 = 0; m0 < M; m0 += mc) {
                 const int64_t m1 = M - m0 < mc ? M : m0 + mc;
@@ -5188,7 +5240,7 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                     const int64_t N = Ws[j]->rows, G = N / 8;
                     for (p = G * 8; p < N; p++)
                         ys[j][m * N + p] = kosmos2__qdot_r8_scalar((const uint8_t *)Ws[j]->data + G * gbytes + (p - G * 8) * wbytes,
-                                                                  KOSMOS2__Q4_0_BYTES, -1, &A, m) + (biases[j] ? biases[j][p] : 0.0f);
+                                                                  KOSMOS2__R8_BLK(q8), -1, q8, &A, m) + (biases[j] ? biases[j][p] : 0.0f);
                 }
         } else
         if (M == 1 && ks->qrow8) { /* one row (decoding): 8 weight rows per tile, the rest in panels */
@@ -5494,7 +5546,7 @@ static int kosmos2__check(const kosmos2_model *m, const char *name, int ndim, co
         want[a] = 0; got[b] = 0;
         return kosmos2__fail(KOSMOS2_E_FORMAT, "tensor '%s' has shape [%s], config.json implies [%s]", name, got, want);
     }
-    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "Q8_0") && strcmp(t->dtype, "Q4_0") && strcmp(t->dtype, "Q4_0R8"))
+    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "Q8_0") && strcmp(t->dtype, "Q4_0") && strcmp(t->dtype, "Q4_0R8") && strcmp(t->dtype, "Q8_0R8"))
         return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "tensor '%s' has dtype %s (supported: F32, F16, BF16)", name, t->dtype);
     *out = t;
     return 0;
@@ -5502,7 +5554,7 @@ static int kosmos2__check(const kosmos2_model *m, const char *name, int ndim, co
 
 static kosmos2__dtype kosmos2__dtype_of(const kosmos2__tensor *t) {
     return !strcmp(t->dtype, "F32") ? KOSMOS2__F32 : !strcmp(t->dtype, "F16") ? KOSMOS2__F16 : !strcmp(t->dtype, "BF16") ? KOSMOS2__BF16
-         : !strcmp(t->dtype, "Q8_0") ? KOSMOS2__Q8_0 : !strcmp(t->dtype, "Q4_0") ? KOSMOS2__Q4_0 : KOSMOS2__Q4_0R8;
+         : !strcmp(t->dtype, "Q8_0") ? KOSMOS2__Q8_0 : !strcmp(t->dtype, "Q4_0") ? KOSMOS2__Q4_0 : !strcmp(t->dtype, "Q8_0R8") ? KOSMOS2__Q8_0R8 : KOSMOS2__Q4_0R8;
 }
 /* The alignment the kernels need for a stored type (q blocks start with a float16). */
 static size_t kosmos2__dtype_align(const kosmos2__tensor *t) { return !strcmp(t->dtype, "F32") ? 4 : 2; }
@@ -5655,10 +5707,11 @@ static int kosmos2__bind_weights(kosmos2_model *m) {
  *  preprocessor_config.json as strings and the SentencePiece model as a byte array, so one file
  *  is a whole model. Tensor names are the Hugging Face names. */
 #define KOSMOS2__GGUF_ALIGN 64
-/* kosmos2.h's own tensor type (not ggml's, whose readers refuse it): q4_0 blocks interleaved 8
- * rows at a time, the q4_0r8 layout of [5] DATA LAYOUTS, so that a q4_0 file maps with no
- * conversion at load. Plain q4_0 tensors (ggml type 2) are repacked at load instead. */
+/* kosmos2.h's own tensor types (not ggml's, whose readers refuse them): q4_0 / q8_0 blocks
+ * interleaved 8 rows at a time, the r8 layouts of [5] DATA LAYOUTS, so that q4_0 / q8_0 files map
+ * with no conversion at load. Plain q4_0 / q8_0 tensors (ggml types 2 / 8) are repacked at load. */
 #define KOSMOS2__GGML_Q4_0R8 4098u
+#define KOSMOS2__GGML_Q8_0R8 4104u
 enum { KOSMOS2__GT_U8, KOSMOS2__GT_I8, KOSMOS2__GT_U16, KOSMOS2__GT_I16, KOSMOS2__GT_U32, KOSMOS2__GT_I32, KOSMOS2__GT_F32,
        KOSMOS2__GT_BOOL, KOSMOS2__GT_STR, KOSMOS2__GT_ARR, KOSMOS2__GT_U64, KOSMOS2__GT_I64, KOSMOS2__GT_F64 };
 
@@ -5723,6 +5776,7 @@ static const char *kosmos2__ggml_type_name(uint32_t t) {
     case 2: return "Q4_0";
     case 8: return "Q8_0";
     case KOSMOS2__GGML_Q4_0R8: return "Q4_0R8";
+    case KOSMOS2__GGML_Q8_0R8: return "Q8_0R8";
     case 30: return "BF16";
     default: return NULL;
     }
@@ -5789,10 +5843,11 @@ static int kosmos2__gguf_parse(const char *path, const kosmos2__file *f, kosmos2
         ts->data = (const unsigned char *)(uintptr_t)kosmos2__rd_u(&r, 8); /* the offset for now */
         if (r.bad) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: tensor infos run past the end of the file", path);
         tn = kosmos2__ggml_type_name(type);
-        if (!tn) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0, and %u: kosmos2.h's Q4_0R8)", path, ts->name, type, KOSMOS2__GGML_Q4_0R8);
+        if (!tn) return kosmos2__fail(KOSMOS2_E_UNSUPPORTED, "%s: tensor '%s' has ggml type %u (supported: F32, F16, BF16, Q8_0, Q4_0, and kosmos2.h's Q4_0R8 %u, Q8_0R8 %u)", path, ts->name, type,
+                                   KOSMOS2__GGML_Q4_0R8, KOSMOS2__GGML_Q8_0R8);
         strcpy(ts->dtype, tn);
-        if ((type == 2 || type == 8 || type == KOSMOS2__GGML_Q4_0R8) && ts->shape[nd - 1] % 32) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: quantized tensor '%s' has rows of %lld (not a multiple of 32)", path, ts->name, (long long)ts->shape[nd - 1]);
-        ts->nbytes = (size_t)(count / (uint64_t)ts->shape[nd - 1] * (uint64_t)kosmos2__row_bytes(type == 0 ? KOSMOS2__F32 : type == 1 ? KOSMOS2__F16 : type == 30 ? KOSMOS2__BF16 : type == 8 ? KOSMOS2__Q8_0 : type == 2 ? KOSMOS2__Q4_0 : KOSMOS2__Q4_0R8, ts->shape[nd - 1]));
+        if ((type == 2 || type == 8 || type == KOSMOS2__GGML_Q4_0R8 || type == KOSMOS2__GGML_Q8_0R8) && ts->shape[nd - 1] % 32) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: quantized tensor '%s' has rows of %lld (not a multiple of 32)", path, ts->name, (long long)ts->shape[nd - 1]);
+        ts->nbytes = (size_t)(count / (uint64_t)ts->shape[nd - 1] * (uint64_t)kosmos2__row_bytes(type == 0 ? KOSMOS2__F32 : type == 1 ? KOSMOS2__F16 : type == 30 ? KOSMOS2__BF16 : type == 8 ? KOSMOS2__Q8_0 : type == 2 ? KOSMOS2__Q4_0 : type == KOSMOS2__GGML_Q8_0R8 ? KOSMOS2__Q8_0R8 : KOSMOS2__Q4_0R8, ts->shape[nd - 1]));
     }
     data_start = ((uint64_t)r.pos + align - 1) / align * align;
     if (data_start > f->size) return kosmos2__fail(KOSMOS2_E_FORMAT, "%s: truncated before the data section", path);
@@ -5823,14 +5878,17 @@ static uint32_t kosmos2__ggml_type_of(kosmos2__dtype t) {
     case KOSMOS2__F16: return 1;
     case KOSMOS2__Q4_0: return 2;
     case KOSMOS2__Q4_0R8: return KOSMOS2__GGML_Q4_0R8;
+    case KOSMOS2__Q8_0R8: return KOSMOS2__GGML_Q8_0R8;
     case KOSMOS2__Q8_0: return 8;
     default: return 30;
     }
 }
 
 /* The type a tensor gets when quantizing to `want`: large matrices take `want`; the token
- * embedding stays float16 (it is also the tied lm_head: in q8_0 it alone doubled the logits'
- * error, measured by test_gguf_quantized_accuracy); 1-D tensors, the class/position embeddings and
+ * embedding stays float16 in q8_0 files (it is also the tied lm_head: in q8_0 it alone doubled
+ * the logits' error, measured by test_gguf_quantized_accuracy) and takes q8_0 in q4_0 files (28 %
+ * of the bytes a q4_0 token reads were this matrix in float16; the error is q4_0's: see the
+ * README's How exact); 1-D tensors, the class/position embeddings and
  * the latent queries stay float32; rows that are not a multiple of 32 cannot be block-quantized:
  * float16. With q4_0, the resampler (image_to_text_projection: every image embedding passes it)
  * takes q8_0: +10 MB, and the prompt logits' error against float32 on the full-size random
@@ -5842,8 +5900,8 @@ static kosmos2__dtype kosmos2__quant_choice(const kosmos2__tensor *t, kosmos2__d
     if (t->ndim < 2 || strstr(t->name, "position_embedding") || strstr(t->name, "latent_query") || strstr(t->name, "class_embedding")) return KOSMOS2__F32;
     if (!is_q) return want;
     if (cols % 32 || strstr(t->name, "patch_embedding")) return KOSMOS2__F16;
-    if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return KOSMOS2__F16;
-    if (want != KOSMOS2__Q8_0 && strstr(t->name, "image_to_text_projection")) return KOSMOS2__Q8_0;
+    if (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head")) return want == KOSMOS2__Q4_0R8 ? KOSMOS2__Q8_0R8 : want == KOSMOS2__Q4_0 ? KOSMOS2__Q8_0 : KOSMOS2__F16;
+    if (strstr(t->name, "image_to_text_projection")) return want == KOSMOS2__Q4_0R8 ? KOSMOS2__Q8_0R8 : want == KOSMOS2__Q4_0 ? KOSMOS2__Q8_0 : want;
     return want;
 }
 
@@ -5868,10 +5926,11 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
     if (!strcmp(type, "f32")) want = KOSMOS2__F32;
     else if (!strcmp(type, "f16")) want = KOSMOS2__F16;
     else if (!strcmp(type, "bf16")) want = KOSMOS2__BF16;
-    else if (!strcmp(type, "q8_0")) want = KOSMOS2__Q8_0;
+    else if (!strcmp(type, "q8_0")) want = KOSMOS2__Q8_0R8;       /* interleaved 8 rows: mapped as is */
+    else if (!strcmp(type, "q8_0_ggml")) want = KOSMOS2__Q8_0;    /* ggml's row layout: repacked at load */
     else if (!strcmp(type, "q4_0")) want = KOSMOS2__Q4_0R8;       /* interleaved 8 rows: mapped as is */
     else if (!strcmp(type, "q4_0_ggml")) want = KOSMOS2__Q4_0;    /* ggml's row layout: repacked at load */
-    else return kosmos2__fail(KOSMOS2_E_INVALID, "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_0_ggml)", type);
+    else return kosmos2__fail(KOSMOS2_E_INVALID, "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q8_0_ggml, q4_0_ggml)", type);
     chosen = (kosmos2__dtype *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *chosen);
     offs = (uint64_t *)kosmos2__calloc((size_t)m->n_tensors + 1, sizeof *offs);
     if (!chosen || !offs) { rc = KOSMOS2_E_NOMEM; goto end; }
@@ -5909,8 +5968,8 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
         KOSMOS2_FREE(row); KOSMOS2_FREE(qrow); KOSMOS2_FREE(tbuf);
         row = (float *)kosmos2__alloc((size_t)cols * sizeof(float));
         qrow = (unsigned char *)kosmos2__alloc((size_t)rb);
-        tbuf = chosen[i] == KOSMOS2__Q4_0R8 ? (unsigned char *)kosmos2__alloc((size_t)(rows * rb) * 2) : NULL; /* q4_0 rows, then repacked */
-        if (!row || !qrow || (chosen[i] == KOSMOS2__Q4_0R8 && !tbuf)) { rc = KOSMOS2_E_NOMEM; goto end; }
+        tbuf = kosmos2__is_r8(chosen[i]) ? (unsigned char *)kosmos2__alloc((size_t)(rows * rb) * 2) : NULL; /* rows, then repacked */
+        if (!row || !qrow || (kosmos2__is_r8(chosen[i]) && !tbuf)) { rc = KOSMOS2_E_NOMEM; goto end; }
         for (r2 = 0; r2 < rows && rc == 0; r2++) {
             kosmos2__mat_row_f32(&src, r2, row);
             switch (chosen[i]) {
@@ -5920,11 +5979,12 @@ int kosmos2_model_save_gguf(const kosmos2_model *m, const char *path, const char
             case KOSMOS2__Q8_0: kosmos2__quantize_row_q8_0(row, qrow, cols); break;
             case KOSMOS2__Q4_0: kosmos2__quantize_row_q4_0(row, qrow, cols); break;
             case KOSMOS2__Q4_0R8: kosmos2__quantize_row_q4_0(row, tbuf + r2 * rb, cols); break;
+            case KOSMOS2__Q8_0R8: kosmos2__quantize_row_q8_0(row, tbuf + r2 * rb, cols); break;
             }
-            if (chosen[i] != KOSMOS2__Q4_0R8) rc |= kosmos2__fw(fp, qrow, (size_t)rb);
+            if (!kosmos2__is_r8(chosen[i])) rc |= kosmos2__fw(fp, qrow, (size_t)rb);
         }
-        if (rc == 0 && chosen[i] == KOSMOS2__Q4_0R8) {
-            kosmos2__repack_q4_0r8(tbuf, tbuf + rows * rb, rows, cols, 0, rows / 8, 1);
+        if (rc == 0 && kosmos2__is_r8(chosen[i])) {
+            kosmos2__repack_r8(tbuf, tbuf + rows * rb, rows, cols, 0, rows / 8, 1, chosen[i] == KOSMOS2__Q8_0R8);
             rc |= kosmos2__fw(fp, tbuf + rows * rb, (size_t)(rows * rb));
         }
         pos = ftell(fp);
@@ -6052,9 +6112,9 @@ static int kosmos2__setup_from_texts(kosmos2_model *m, const char *where) {
     return 0;
 }
 
-/* Every q4_0 matrix of the layers and the resampler repacked to q4_0r8 (see [5] DATA LAYOUTS:
- * one activation load then feeds 8 weight rows; q4_0 decoding ran at 54-59 % of the memory
- * bandwidth in the ggml layout). One block for all, on 2 MiB pages where the system allows (the
+/* Every q4_0 / q8_0 matrix (ggml rows: files of other tools or q*_ggml) of the layers and the
+ * resampler repacked to q4_0r8 / q8_0r8 (see [5] DATA LAYOUTS: one activation load then feeds 8
+ * weight rows; q4_0 decoding ran at 54-59 % of the memory bandwidth in the ggml layout). One block for all, on 2 MiB pages where the system allows (the
  * weights stream through every token). The source pages of a mapped file are given back as each
  * matrix is done (MADV_DONTNEED: they stay in the page cache, not in this process's RSS), so the
  * peak RSS grows by one matrix, not by the model. */
@@ -6064,9 +6124,10 @@ static int kosmos2__repack_weights(kosmos2_model *m) {
     int n = 0, i, j, nt = m->n_threads;
     size_t total = 0, slack, off = 0;
     unsigned char *raw, *base;
-    kosmos2__mat **mats = (kosmos2__mat **)kosmos2__calloc((size_t)(6 * c->vision_layers + 6 * c->text_layers + 5), sizeof *mats);
+    const void *embed_data = m->embed.data; /* lm_head may be the same matrix (tied) */
+    kosmos2__mat **mats = (kosmos2__mat **)kosmos2__calloc((size_t)(6 * c->vision_layers + 6 * c->text_layers + 7), sizeof *mats);
     if (!mats) return KOSMOS2_E_NOMEM;
-#define KOSMOS2__ADD(L) if ((L).w.dtype == KOSMOS2__Q4_0 && (L).w.rows >= 8) mats[n++] = &(L).w
+#define KOSMOS2__ADD(L) if (((L).w.dtype == KOSMOS2__Q4_0 || (L).w.dtype == KOSMOS2__Q8_0) && (L).w.rows >= 8) mats[n++] = &(L).w
     for (i = 0; i < c->vision_layers; i++) {
         kosmos2__vision_layer *L = &m->vl[i];
         KOSMOS2__ADD(L->q); KOSMOS2__ADD(L->k); KOSMOS2__ADD(L->v); KOSMOS2__ADD(L->o); KOSMOS2__ADD(L->fc1); KOSMOS2__ADD(L->fc2);
@@ -6077,11 +6138,15 @@ static int kosmos2__repack_weights(kosmos2_model *m) {
         KOSMOS2__ADD(L->q); KOSMOS2__ADD(L->k); KOSMOS2__ADD(L->v); KOSMOS2__ADD(L->o); KOSMOS2__ADD(L->fc1); KOSMOS2__ADD(L->fc2);
     }
 #undef KOSMOS2__ADD
-    for (i = 0; i < n; i++) total += ((size_t)(mats[i]->rows * kosmos2__row_bytes(KOSMOS2__Q4_0, mats[i]->cols)) + 63) & ~(size_t)63;
+#define KOSMOS2__ADD(W) if (((W).dtype == KOSMOS2__Q4_0 || (W).dtype == KOSMOS2__Q8_0) && (W).rows >= 8) mats[n++] = &(W)
+    KOSMOS2__ADD(m->embed);
+    if (m->lm_head.data != embed_data) KOSMOS2__ADD(m->lm_head);
+#undef KOSMOS2__ADD
+    for (i = 0; i < n; i++) total += ((size_t)(mats[i]->rows * kosmos2__row_bytes(mats[i]->dtype, mats[i]->cols)) + 63) & ~(size_t)63;
     if (n == 0) { KOSMOS2_FREE(mats); return 0; }
     slack = total >= 2 * huge ? huge : 64;
     raw = (unsigned char *)KOSMOS2_MALLOC(total + slack);
-    if (!raw || kosmos2__own(m, raw)) { KOSMOS2_FREE(mats); return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory repacking %.1f MiB of q4_0 weights", (double)total / 1048576.0); }
+    if (!raw || kosmos2__own(m, raw)) { KOSMOS2_FREE(mats); return kosmos2__fail(KOSMOS2_E_NOMEM, "out of memory repacking %.1f MiB of q4_0/q8_0 weights", (double)total / 1048576.0); }
     base = (unsigned char *)(((uintptr_t)raw + slack - 1) & ~(uintptr_t)(slack - 1));
 #ifdef KOSMOS2__MADV_HUGEPAGE
     if (slack == huge) (void)madvise(base, total & ~(huge - 1), KOSMOS2__MADV_HUGEPAGE); /* advice only */
@@ -6092,13 +6157,14 @@ static int kosmos2__repack_weights(kosmos2_model *m) {
     for (i = 0; i < n; i++) {
         kosmos2__mat *W = mats[i];
         const uint8_t *src = (const uint8_t *)W->data;
-        const int64_t G = W->rows / 8, bytes = W->rows * kosmos2__row_bytes(KOSMOS2__Q4_0, W->cols);
+        const int64_t G = W->rows / 8, bytes = W->rows * kosmos2__row_bytes(W->dtype, W->cols);
+        const int q8 = W->dtype == KOSMOS2__Q8_0;
         int64_t g;
         (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && G >= 64)
 #endif
-        for (g = 0; g < G; g += 16) kosmos2__repack_q4_0r8(src, base + off, W->rows, W->cols, g, g + 16 < G ? g + 16 : G, g + 16 >= G);
+        for (g = 0; g < G; g += 16) kosmos2__repack_r8(src, base + off, W->rows, W->cols, g, g + 16 < G ? g + 16 : G, g + 16 >= G, q8);
 #ifdef KOSMOS2__MADV_DONTNEED
         for (j = 0; j < m->n_files; j++) { /* give back the source's whole pages */
             const kosmos2__file *f = &m->files[j];
@@ -6107,10 +6173,11 @@ static int kosmos2__repack_weights(kosmos2_model *m) {
         }
 #endif
         W->data = base + off;
-        W->dtype = KOSMOS2__Q4_0R8;
+        W->dtype = q8 ? KOSMOS2__Q8_0R8 : KOSMOS2__Q4_0R8;
         off += ((size_t)bytes + 63) & ~(size_t)63;
     }
     (void)j;
+    if (m->lm_head.data == embed_data) m->lm_head = m->embed; /* tied: the one repacked copy */
     KOSMOS2_FREE(mats);
     return 0;
 }

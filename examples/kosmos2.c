@@ -1188,10 +1188,11 @@ static int cmd_quantize(int argc, char **argv) {
         else if (!out) out = argv[i];
         else return usage_error("quantize: unexpected argument '%s'", argv[i]);
     }
-    if (!in || !out) return usage_error("quantize: usage: kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0");
-    if (!type) return usage_error("quantize: no --type given (f32, f16, bf16, q8_0, q4_0)");
-    if (strcmp(type, "f32") && strcmp(type, "f16") && strcmp(type, "bf16") && strcmp(type, "q8_0") && strcmp(type, "q4_0"))
-        return usage_error("quantize: --type %s: must be f32, f16, bf16, q8_0 or q4_0", type);
+    if (!in || !out) return usage_error("quantize: usage: kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q8_0_ggml|q4_0_ggml");
+    if (!type) return usage_error("quantize: no --type given (f32, f16, bf16, q8_0, q4_0, q8_0_ggml, q4_0_ggml)");
+    if (strcmp(type, "f32") && strcmp(type, "f16") && strcmp(type, "bf16") && strcmp(type, "q8_0") && strcmp(type, "q4_0") &&
+        strcmp(type, "q8_0_ggml") && strcmp(type, "q4_0_ggml"))
+        return usage_error("quantize: --type %s: must be f32, f16, bf16, q8_0, q4_0, q8_0_ggml or q4_0_ggml", type);
     if ((rc = check_model_path(in)) != 0) return rc;
     if (kosmos2_model_load(in, NULL, &model)) return library_error("cannot load the model");
     signal(SIGINT, on_sigint); /* Ctrl-C: stop and remove the partial file */
@@ -1384,11 +1385,15 @@ static void print_help(FILE *f) {
         "  kosmos2 tokenize   -m DIR [TEXT]                    ids of TEXT (no TEXT: one line per stdin line)\n"
         "  kosmos2 detokenize -m DIR [--keep-special] [IDS...] text of ids (no IDS: one line of ids per stdin line)\n"
         "  kosmos2 preprocess -m DIR --image FILE --out FILE.npy   pixel_values [1,3,H,W] float32\n"
-        "  kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0\n"
+        "  kosmos2 quantize IN_DIR OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q8_0_ggml|q4_0_ggml\n"
         "                           write one self-contained GGUF file (weights, config, tokenizer);\n"
         "                           q8_0/q4_0 quantize the large matrices, keeping norms, biases and\n"
         "                           position embeddings in f32 and the token embedding in f16 (q4_0:\n"
-        "                           the resampler in q8_0); one line per tensor says what it got\n"
+        "                           it and the resampler in q8_0); one line per tensor says what it\n"
+        "                           got. q8_0/q4_0 store the blocks interleaved 8 rows at a time\n"
+        "                           (kosmos2.h's own GGUF tensor types: mapped as they are);\n"
+        "                           q*_ggml store ggml's rows (for other GGUF tools), repacked in\n"
+        "                           memory at every load (seconds, and more memory)\n"
         "  kosmos2 bench -m DIR|FILE [-i IMAGE] [-p PROMPT] [-t N] [-n N] [--no-limits]\n"
         "                           time each stage (load, preprocess, vision, resampler, prefill,\n"
         "                           decode, end to end, peak RSS) as fractions of the machine's memory\n"

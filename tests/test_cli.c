@@ -867,6 +867,10 @@ static void test_cli_gguf_model(void) {
         cli__exec(cmd, &r);
         CHECK(r.status == 2 && strstr(r.err, "kosmos2: error: quantize: --type q5_k") && !cli__file_exists(CLI_TMP "/x.gguf"), "bad type: %d '%s'", r.status, r.err);
         cli__run_free(&r);
+        snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 " CLI_TMP "/tiny_q4_0_ggml.gguf --type q4_0_ggml", cli__bin());
+        cli__exec(cmd, &r);
+        CHECK(r.status == 0 && strstr(r.err, "wrote") && strstr(r.err, "(q4_0_ggml)"), "q4_0_ggml: %d '%s'", r.status, r.err);
+        cli__run_free(&r);
         snprintf(cmd, sizeof cmd, "%s quantize tests/fixtures/tiny_f32 --type q8_0", cli__bin());
         cli__exec(cmd, &r);
         CHECK(r.status == 2 && strstr(r.err, "usage: kosmos2 quantize"), "missing output: %d '%s'", r.status, r.err);

@@ -36,13 +36,13 @@ static void *tk__make_weights(int dt, int64_t N, int64_t K, float scale) {
         if (dt == KOSMOS2__F32) memcpy(o, row, (size_t)K * 4);
         for (k = 0; k < K && dt == KOSMOS2__F16; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(o + 2 * k, &h, 2); }
         for (k = 0; k < K && dt == KOSMOS2__BF16; k++) { uint16_t h = tk__bf16_of(row[k]); memcpy(o + 2 * k, &h, 2); }
-        if (dt == KOSMOS2__Q8_0) kosmos2__quantize_row_q8_0(row, o, K);
+        if (dt == KOSMOS2__Q8_0 || dt == KOSMOS2__Q8_0R8) kosmos2__quantize_row_q8_0(row, o, K);
         if (dt == KOSMOS2__Q4_0 || dt == KOSMOS2__Q4_0R8) kosmos2__quantize_row_q4_0(row, o, K);
     }
     free(row);
-    if (dt == KOSMOS2__Q4_0R8) { /* q4_0 rows repacked as at load */
+    if (kosmos2__is_r8(dt)) { /* the rows interleaved, as in files and at load */
         uint8_t *r8 = (uint8_t *)malloc((size_t)(N * rb) + 1);
-        kosmos2__repack_q4_0r8(w, r8, N, K, 0, N / 8, 1);
+        kosmos2__repack_r8(w, r8, N, K, 0, N / 8, 1, dt == KOSMOS2__Q8_0R8);
         free(w);
         w = r8;
     }
@@ -74,13 +74,14 @@ static void tk__reference(const float *x, int64_t M, const kosmos2__mat *W, cons
                 int i;
                 for (b = 0; b < nb; b++) {
                     const uint8_t *xb = xq + (m * nb + b) * 34;
-                    const uint8_t *wq = wb + b * (W->dtype == KOSMOS2__Q8_0 ? 34 : 18);
-                    uint8_t r8blk[18];
-                    if (W->dtype == KOSMOS2__Q4_0R8) { kosmos2__r8_block((const uint8_t *)W->data, N, nb, n, b, r8blk); wq = r8blk; }
+                    const int q8 = W->dtype == KOSMOS2__Q8_0 || W->dtype == KOSMOS2__Q8_0R8;
+                    const uint8_t *wq = wb + b * (q8 ? 34 : 18);
+                    uint8_t r8blk[34];
+                    if (kosmos2__is_r8(W->dtype)) { kosmos2__r8_block((const uint8_t *)W->data, N, nb, n, b, q8, r8blk); wq = r8blk; }
                     double d = (double)kosmos2__f16_at(xb) * kosmos2__f16_at(wq);
                     long isum = 0, iabs = 0;
                     for (i = 0; i < 32; i++) {
-                        int wi = W->dtype == KOSMOS2__Q8_0 ? (int8_t)wq[2 + i]
+                        int wi = q8 ? (int8_t)wq[2 + i]
                                                             : (i < 16 ? (wq[2 + i] & 15) : (wq[2 + i - 16] >> 4)) - 8;
                         isum += (long)wi * (int8_t)xb[2 + i];
                         iabs += labs((long)wi * (int8_t)xb[2 + i]);
@@ -225,8 +226,8 @@ static void test_kernels_repack_q4_0r8(void) {
     float ra[96], rb[96];
     int64_t n;
     int bad = 0;
-    kosmos2__repack_q4_0r8(q, r8, N, K, 0, 1, 0); /* in two calls, as the loader's threads */
-    kosmos2__repack_q4_0r8(q, r8, N, K, 1, 2, 1);
+    kosmos2__repack_r8(q, r8, N, K, 0, 1, 0, 0); /* in two calls, as the loader's threads */
+    kosmos2__repack_r8(q, r8, N, K, 1, 2, 1, 0);
     A.data = q; A.dtype = KOSMOS2__Q4_0; B.data = r8; B.dtype = KOSMOS2__Q4_0R8;
     A.rows = B.rows = N; A.cols = B.cols = K;
     for (n = 0; n < N; n++) {
@@ -239,6 +240,22 @@ static void test_kernels_repack_q4_0r8(void) {
     CHECK(memcmp(r8 + 5 * 144 + 6, q + 11 * nb * 18 + 2 * 18, 2) == 0 && memcmp(r8 + 5 * 144 + 16 + 32 + 12, q + 11 * nb * 18 + 2 * 18 + 2 + 4, 4) == 0,
           "unit layout");
     CHECK(memcmp(r8 + 2 * nb * 144, q + 16 * nb * 18, (size_t)(3 * nb * 18)) == 0, "the last N %% 8 rows stay plain q4_0 rows");
+    free(q); free(r8);
+    /* q8_0r8: 272-byte units, 8 chunks */
+    q = (uint8_t *)tk__make_weights(KOSMOS2__Q8_0, N, K, 1.0f);
+    r8 = (uint8_t *)malloc((size_t)(N * nb * 34));
+    kosmos2__repack_r8(q, r8, N, K, 0, 2, 1, 1);
+    A.data = q; A.dtype = KOSMOS2__Q8_0; B.data = r8; B.dtype = KOSMOS2__Q8_0R8;
+    for (bad = 0, n = 0; n < N; n++) {
+        kosmos2__mat_row_f32(&A, n, ra);
+        kosmos2__mat_row_f32(&B, n, rb);
+        bad += memcmp(ra, rb, sizeof ra) != 0;
+    }
+    CHECK(bad == 0, "q8_0r8: %d rows differ after repacking", bad);
+    /* group 1, block 2 (unit 5): row 11's scale at 2 * 3, its qs bytes 28..31 in chunk 7 at 16 + 7 * 32 + 12 */
+    CHECK(memcmp(r8 + 5 * 272 + 6, q + 11 * nb * 34 + 2 * 34, 2) == 0 && memcmp(r8 + 5 * 272 + 16 + 7 * 32 + 12, q + 11 * nb * 34 + 2 * 34 + 2 + 28, 4) == 0,
+          "q8_0r8 unit layout");
+    CHECK(memcmp(r8 + 2 * nb * 272, q + 16 * nb * 34, (size_t)(3 * nb * 34)) == 0, "q8_0r8: the last N %% 8 rows stay plain rows");
     free(q); free(r8);
 }
 
@@ -254,7 +271,7 @@ static void test_kernels_matmul_paths(void) {
     printf(" (not in this build or CPU:");
     for (isa = best + 1; isa <= KOSMOS2__ISA_AVX512; isa++) printf(" %s", kosmos2__isa_name(isa));
     printf(")\n");
-    for (dt = 0; dt < 6; dt++) {
+    for (dt = 0; dt < 7; dt++) {
         int q = dt >= KOSMOS2__Q8_0;
         unsigned nk = q ? sizeof Kq / sizeof Kq[0] : sizeof Kf / sizeof Kf[0];
         for (ki = 0; ki < nk; ki++)
@@ -302,26 +319,36 @@ static void test_kernels_matmul_paths(void) {
 
 /* q8_0 weights with arbitrary bytes (including -128) and the float32 scale extremes of a block. */
 static void test_kernels_matmul_q8_raw(void) {
-    int64_t M = 5, N = 7, K = 96, i;
-    int isa, best = kosmos2__kernels_set_isa(-1);
+    int64_t M = 5, N = 9, K = 96, i;
+    int isa, dt, best = kosmos2__kernels_set_isa(-1);
     uint8_t *w = (uint8_t *)malloc((size_t)(N * K / 32 * 34));
-    float x[5 * 96], y0[35], y[35];
-    double ref[35], bound[35];
+    float x[5 * 96], y0[45], y[45];
+    double ref[45], bound[45];
     kosmos2__mat W;
     for (i = 0; i < N * K / 32 * 34; i++) w[i] = (uint8_t)(tk__rand() * 128 + 128);
+    for (i = 0; i < N * K / 32; i++) { uint16_t d = kosmos2__f32_to_f16(0.01f * (1 + tk__rand())); memcpy(w + 34 * i, &d, 2); }
+    for (i = 0; i < N * K / 32 * 34; i += 7) w[i] = 0x80; /* -128 all over (scales: overwritten below) */
     for (i = 0; i < N * K / 32; i++) { uint16_t d = kosmos2__f32_to_f16(0.01f * (1 + tk__rand())); memcpy(w + 34 * i, &d, 2); }
     w[2] = 0x80; w[3] = 0x80; /* -128 */
     for (i = 0; i < M * K; i++) x[i] = tk__rand();
     x[5] = -x[6];
     W.data = w; W.dtype = KOSMOS2__Q8_0; W.rows = N; W.cols = K;
-    tk__reference(x, M, &W, NULL, ref, bound);
-    for (isa = 0; isa <= best; isa++) {
-        kosmos2__kernels_set_isa(isa);
-        CHECK_OK(kosmos2__matmul(isa ? y : y0, x, M, &W, NULL, 1));
-        for (i = 0; i < M * N; i++) {
-            float v = isa ? y[i] : y0[i];
-            CHECK(fabs(v - ref[i]) <= bound[i] && v == y0[i], "%s y[%lld] = %.9g ref %.9g scalar %.9g",
-                  kosmos2__isa_name(isa), (long long)i, v, ref[i], y0[i]);
+    for (dt = 0; dt < 2; dt++) {
+        if (dt == 1) { /* the same bytes as q8_0r8: 1 group of 8 rows (-128 in it) and 1 plain row */
+            uint8_t *r8 = (uint8_t *)malloc((size_t)(N * K / 32 * 34));
+            kosmos2__repack_r8(w, r8, N, K, 0, N / 8, 1, 1);
+            free(w);
+            W.data = w = r8; W.dtype = KOSMOS2__Q8_0R8;
+        }
+        tk__reference(x, M, &W, NULL, ref, bound);
+        for (isa = 0; isa <= best; isa++) {
+            kosmos2__kernels_set_isa(isa);
+            CHECK_OK(kosmos2__matmul(isa ? y : y0, x, M, &W, NULL, 1));
+            for (i = 0; i < M * N; i++) {
+                float v = isa ? y[i] : y0[i];
+                CHECK(fabs(v - ref[i]) <= bound[i] && v == y0[i], "%s %s y[%lld] = %.9g ref %.9g scalar %.9g",
+                      kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), (long long)i, v, ref[i], y0[i]);
+            }
         }
     }
     kosmos2__kernels_set_isa(-1);
@@ -338,7 +365,7 @@ static void test_kernels_matmul_threads_and_rows(void) {
     for (i = 0; i < N; i++) bias[i] = tk__rand();
     for (isa = 0; isa <= best; isa++) {
         kosmos2__kernels_set_isa(isa);
-        for (dt = 0; dt < 6; dt++) {
+        for (dt = 0; dt < 7; dt++) {
             void *w = tk__make_weights(dt, N, K, 1.0f);
             kosmos2__mat W;
             int diff = 0, rowdiff = 0;
@@ -372,7 +399,7 @@ static void test_kernels_matmul_fused(void) {
     float *x = (float *)malloc((size_t)(9 * K) * 4), *bias = (float *)malloc(64 * 4);
     for (i = 0; i < 9 * K; i++) x[i] = tk__rand() * (i % 5 == 0 ? 8.0f : 1.0f);
     for (i = 0; i < 64; i++) bias[i] = tk__rand();
-    for (dt = KOSMOS2__Q8_0; dt <= KOSMOS2__Q4_0R8; dt++) {
+    for (dt = KOSMOS2__Q8_0; dt <= KOSMOS2__Q8_0R8; dt++) {
         void *w[3];
         kosmos2__mat W[3];
         const kosmos2__mat *Wp[3];
@@ -432,7 +459,7 @@ static void test_kernels_matmul_long_rows(void) {
     float *y0 = (float *)malloc((size_t)(M * N) * 4), *y = (float *)malloc((size_t)(M * N) * 4);
     double *ref = (double *)malloc((size_t)(M * N) * 8), *bound = (double *)malloc((size_t)(M * N) * 8);
     for (i = 0; i < N; i++) bias[i] = tk__rand();
-    for (dt = 0; dt < 6; dt++) {
+    for (dt = 0; dt < 7; dt++) {
         int64_t k = dt >= KOSMOS2__Q8_0 ? K - 5 : K;
         void *w = tk__make_weights(dt, N, k, 1.0f);
         kosmos2__mat W;

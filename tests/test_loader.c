@@ -630,15 +630,16 @@ static const char *test_random_q_config =
  * repacked at load (mapped or read whole): the same matrices and the same logits, bit for bit. */
 static void test_gguf_quantized_accuracy(void) {
     const char *cfg = test_random_q_config;
-    static const char *types[] = {"f32", "q8_0", "q4_0", "q4_0_ggml", "q4_0_ggml"};
-    float *logits[5] = {NULL, NULL, NULL, NULL, NULL};
+    static const char *types[] = {"f32", "q8_0", "q4_0", "q4_0_ggml", "q4_0_ggml", "q8_0_ggml"};
+    static const char *stored[] = {"F32", "Q8_0R8", "Q4_0R8", "Q4_0", "Q4_0", "Q8_0"};
+    float *logits[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     kosmos2_model *m = NULL;
     int i, V = 2037;
-    size_t fsz[5] = {0, 0, 0, 0, 0};
+    size_t fsz[6] = {0, 0, 0, 0, 0, 0};
     CHECK(test_make_random_checkpoint("build/tmp/random_q", cfg, 7) == 0, "random checkpoint");
     CHECK_OK(kosmos2_model_load("build/tmp/random_q", NULL, &m));
     if (!m) return;
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         char path[128];
         kosmos2_model *g = NULL;
         kosmos2_model_params mp = kosmos2_model_default_params();
@@ -658,9 +659,10 @@ static void test_gguf_quantized_accuracy(void) {
             unsigned char *bytes = test_read_file(path, &fsz[i]);
             const kosmos2__tensor *t = kosmos2__find(g, "text_model.model.layers.0.ffn.fc1.weight");
             free(bytes);
-            if (i >= 2) /* stored as q4_0r8 / plain q4_0, in use as q4_0r8 either way */
-                CHECK(t && !strcmp(t->dtype, i == 2 ? "Q4_0R8" : "Q4_0") && g->tl[0].fc1.w.dtype == KOSMOS2__Q4_0R8 &&
-                          g->vl[1].fc2.w.dtype == KOSMOS2__Q4_0R8 && g->dense.w.dtype == KOSMOS2__Q8_0,
+            const kosmos2__dtype use = i == 1 || i == 5 ? KOSMOS2__Q8_0R8 : KOSMOS2__Q4_0R8; /* interleaved either way */
+            if (i >= 1)
+                CHECK(t && !strcmp(t->dtype, stored[i]) && g->tl[0].fc1.w.dtype == use && g->vl[1].fc2.w.dtype == use &&
+                          g->dense.w.dtype == KOSMOS2__Q8_0R8,
                       "%s: stored %s, in use %s", types[i], t ? t->dtype : "?", kosmos2__dtype_name(g->tl[0].fc1.w.dtype));
         }
         for (k = 0; k < (int)sizeof rgb; k++) rgb[k] = (unsigned char)((k * 37) ^ (k >> 5));
@@ -676,9 +678,10 @@ static void test_gguf_quantized_accuracy(void) {
         kosmos2_image_free(&img);
         kosmos2_model_free(g);
     }
-    CHECK(fsz[2] > 0 && fsz[2] == fsz[3], "q4_0 and q4_0_ggml files of one size (%zu, %zu)", fsz[2], fsz[3]);
+    CHECK(fsz[2] > 0 && fsz[2] == fsz[3] && fsz[1] > 0 && fsz[1] == fsz[5], "r8 and ggml files of one size (%zu, %zu; %zu, %zu)", fsz[2], fsz[3], fsz[1], fsz[5]);
     CHECK(logits[2] && logits[3] && logits[4] && !memcmp(logits[2], logits[3], (size_t)V * 4) && !memcmp(logits[2], logits[4], (size_t)V * 4),
           "q4_0r8 from the file == q4_0 repacked at load (mapped and read whole), bit for bit");
+    CHECK(logits[1] && logits[5] && !memcmp(logits[1], logits[5], (size_t)V * 4), "q8_0r8 from the file == q8_0 repacked at load, bit for bit");
     if (logits[0] && logits[1] && logits[2]) {
         double e8 = test_rel_rms(logits[1], logits[0], V), e4 = test_rel_rms(logits[2], logits[0], V);
         printf("    prompt logits relative RMS error vs f32: q8_0 %.3f%%  q4_0 %.3f%%\n", 100 * e8, 100 * e4);
@@ -686,8 +689,38 @@ static void test_gguf_quantized_accuracy(void) {
         CHECK(e4 < 0.05, "q4_0 relative RMS error %.4f", e4);
         CHECK(e8 > 0 && e4 > e8, "quantization changed the logits (q4_0 more than q8_0)");
     }
-    for (i = 0; i < 5; i++) free(logits[i]);
+    for (i = 0; i < 6; i++) free(logits[i]);
     kosmos2_model_free(m);
+    {   /* hostile r8 files: truncated anywhere, every tensor's type set to the other r8 type */
+        size_t sz, k, at;
+        unsigned char *orig = test_read_file("build/tmp/random_q4_0.gguf", &sz), *b;
+        int fails = 0, cases = 0, swapped = 0, refused = 0;
+        CHECK(orig != NULL, "random_q4_0.gguf");
+        if (!orig) return;
+        b = (unsigned char *)malloc(sz);
+        for (k = 0; k < 60; k++) {
+            kosmos2_model *g = (kosmos2_model *)1;
+            FILE *f = fopen("build/tmp/bad.gguf", "wb");
+            fwrite(orig, 1, k * (sz / 60) + k % 7, f);
+            fclose(f);
+            cases++;
+            fails += kosmos2_model_load("build/tmp/bad.gguf", NULL, &g) < 0 && g == NULL;
+        }
+        CHECK(fails == cases, "%d of %d truncated q4_0r8 files failed cleanly", fails, cases);
+        memcpy(b, orig, sz);
+        for (at = 0; at + 4 <= sz; at++) /* the u32 type 4098 (0x1002) of each tensor info */
+            if (b[at] == 0x02 && b[at + 1] == 0x10 && b[at + 2] == 0 && b[at + 3] == 0) { b[at] = 0x08; swapped++; }
+        {
+            FILE *f = fopen("build/tmp/bad.gguf", "wb");
+            kosmos2_model *g = (kosmos2_model *)1;
+            fwrite(b, 1, sz, f);
+            fclose(f);
+            refused = kosmos2_model_load("build/tmp/bad.gguf", NULL, &g) == KOSMOS2_E_FORMAT && g == NULL;
+            CHECK(swapped > 10 && refused, "q4_0r8 tensors relabelled q8_0r8 (%d): refused (%s)", swapped, kosmos2_last_error());
+        }
+        free(b);
+        free(orig);
+    }
 }
 
 static void tests_loader(void) {
