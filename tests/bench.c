@@ -9,7 +9,10 @@
  *   - per model, `build/kosmos2 bench` in its own process (so the peak RSS is that model's): the
  *     machine's memory read bandwidth and FMA peak measured in the same run, load, a warm-up run
  *     that pages the mapped weights in, then preprocess, vision, resampler, prefill, decode
- *     (tokens/s), GFLOP/s and GB/s achieved as fractions of the limits, end to end, peak RSS.
+ *     (tokens/s), GFLOP/s and GB/s achieved as fractions of the limits, end to end, peak RSS;
+ *   - the decode kernels (one weight row per output, M = 1) against the memory read probe,
+ *     interleaved in one process: on a shared host the probe and a model's decode stage, timed
+ *     seconds apart, can see different machines (here the probe alone has read 30-47 GB/s).
  * Benchmarks are not tests: nothing here asserts a time. */
 #define KOSMOS2_IMPLEMENTATION
 #include "kosmos2.h"
@@ -116,6 +119,80 @@ static void bench_inputs(void *arg, void *out) {
     }
 }
 
+/* Decode matrix-vector products (2048 columns, ~512 MB of weights: from DRAM) against the memory
+ * read probe on a 512 MB buffer, alternately, 3 rounds of (probe, each type), best of 2 runs each;
+ * the median ratio per type. */
+static void bench_decode_kernels(void *arg, void *out) {
+    static const int dts[4] = {KOSMOS2__F16, KOSMOS2__BF16, KOSMOS2__Q8_0R8, KOSMOS2__Q4_0R8};
+    const int64_t K = 2048, nprobe = (int64_t)1 << 27; /* floats */
+    float *probe = (float *)malloc((size_t)nprobe * 4), *x = (float *)malloc((size_t)K * 4), *y = NULL;
+    double ratio[4][3], gbs[4][3];
+    kosmos2__mat W[4];
+    int i, r, rep;
+    int64_t j;
+    (void)arg; (void)out;
+    if (!probe || !x) return;
+    for (j = 0; j < nprobe; j++) probe[j] = (float)(uint32_t)((uint64_t)j * 2654435761u >> 7);
+    for (j = 0; j < K; j++) x[j] = (float)((j * 37) % 101) / 50.0f - 1.0f;
+    for (i = 0; i < 4; i++) { /* random-ish rows in the format (repacked for the r8 types) */
+        const int q8 = dts[i] == KOSMOS2__Q8_0R8, r8 = kosmos2__is_r8(dts[i]);
+        const int64_t rb = kosmos2__row_bytes((kosmos2__dtype)dts[i], K), N = ((int64_t)512 << 20) / rb / 8 * 8;
+        uint8_t *w = (uint8_t *)malloc((size_t)(N * rb)), *t = r8 ? (uint8_t *)malloc((size_t)(N * rb)) : w;
+        float *row = (float *)malloc((size_t)K * 4);
+        int64_t n, k;
+        for (n = 0; n < N; n++) {
+            for (k = 0; k < K; k++) row[k] = (float)(((n * 131 + k * 7) % 211) - 105) / 105.0f;
+            if (dts[i] == KOSMOS2__F16 || dts[i] == KOSMOS2__BF16)
+                for (k = 0; k < K; k++) { uint16_t h = kosmos2__f32_to_f16(row[k]); memcpy(t + n * rb + 2 * k, &h, 2); }
+            else if (q8) kosmos2__quantize_row_q8_0(row, t + n * rb, K);
+            else kosmos2__quantize_row_q4_0(row, t + n * rb, K);
+        }
+        if (r8) { kosmos2__repack_r8(t, w, N, K, 0, N / 8, 1, q8); free(t); }
+        free(row);
+        W[i].data = w; W[i].dtype = (kosmos2__dtype)dts[i]; W[i].rows = N; W[i].cols = K;
+        if (!y) y = (float *)malloc((size_t)(((int64_t)512 << 20) / 18 + 8) * 4); /* the most rows (q4_0r8) */
+    }
+    for (r = 0; r < 3; r++) {
+        double bw = 0;
+        for (rep = 0; rep < 2; rep++) {
+            double t0 = kosmos2__now_ms(), t;
+            volatile float sink = 0;
+#pragma omp parallel num_threads(g_threads)
+            {
+#ifdef _OPENMP
+                const int64_t chunk = nprobe / omp_get_num_threads() / 64 * 64, tid = omp_get_thread_num();
+#else
+                const int64_t chunk = nprobe, tid = 0;
+#endif
+                const float s = kosmos2__probe_read(probe + tid * chunk, chunk);
+#pragma omp atomic
+                sink += s;
+            }
+            t = kosmos2__now_ms() - t0;
+            if ((double)nprobe * 4 / (t * 1e-3) > bw) bw = (double)nprobe * 4 / (t * 1e-3);
+            (void)sink;
+        }
+        for (i = 0; i < 4; i++) {
+            double best = 0, bytes = (double)W[i].rows * (double)kosmos2__row_bytes(W[i].dtype, K);
+            for (rep = 0; rep < 2; rep++) {
+                double t0 = kosmos2__now_ms(), t;
+                kosmos2__matmul(y, x, 1, &W[i], NULL, g_threads);
+                t = kosmos2__now_ms() - t0;
+                if (bytes / (t * 1e-3) > best) best = bytes / (t * 1e-3);
+            }
+            gbs[i][r] = best * 1e-9;
+            ratio[i][r] = best / bw;
+        }
+    }
+    for (i = 0; i < 4; i++) { /* median of 3 */
+        double a = ratio[i][0], b = ratio[i][1], c = ratio[i][2], med = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        printf("decode kernel %-6s %4.1f %4.1f %4.1f GB/s, %3.0f %% of the probe read beside it (median of 3 rounds)\n",
+               kosmos2__dtype_name(W[i].dtype), gbs[i][0], gbs[i][1], gbs[i][2], 100 * med);
+        free((void *)W[i].data);
+    }
+    free(probe); free(x); free(y);
+}
+
 /* One model: `build/kosmos2 bench` (the CLI prints the figures). */
 static int bench_model(const char *path) {
     char threads[16], n_new[16];
@@ -151,6 +228,8 @@ int main(int argc, char **argv) {
     if (g_threads <= 0) g_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     printf("kosmos2.h %s bench, %d threads, %d new tokens, image %s\n", KOSMOS2_VERSION, g_threads, g_new, g_image);
     in_child(bench_inputs, spm, NULL, 0);
+    printf("decode kernels, %d threads: interleaved with the memory read probe (about a minute)...\n", g_threads);
+    in_child(bench_decode_kernels, NULL, NULL, 0);
     for (i = 0; i < n_models; i++) {
         printf("--\n");
         if (bench_model(models[i]) != 0) printf("%s: build/kosmos2 bench failed\n", models[i]);

@@ -104,10 +104,16 @@ static void *make_weights(int dt, int64_t N, int64_t K) {
             uint16_t h = kosmos2__f32_to_f16(row[k]);
             memcpy(o + 2 * k, &h, 2);
         }
-        if (dt == KOSMOS2__Q8_0) kosmos2__quantize_row_q8_0(row, o, K);
-        if (dt == KOSMOS2__Q4_0) kosmos2__quantize_row_q4_0(row, o, K);
+        if (dt == KOSMOS2__Q8_0 || dt == KOSMOS2__Q8_0R8) kosmos2__quantize_row_q8_0(row, o, K);
+        if (dt == KOSMOS2__Q4_0 || dt == KOSMOS2__Q4_0R8) kosmos2__quantize_row_q4_0(row, o, K);
     }
     free(row);
+    if (kosmos2__is_r8(dt)) { /* the rows interleaved, as the model's files hold them */
+        uint8_t *r8 = (uint8_t *)amalloc((size_t)(N * rb));
+        kosmos2__repack_r8(w, r8, N, K, 0, N / 8, 1, dt == KOSMOS2__Q8_0R8);
+        free(w);
+        w = r8;
+    }
     return w;
 }
 
@@ -151,7 +157,7 @@ static bench_time bench_matvec(int dt, int64_t N, int64_t K, int nt) {
 }
 
 int main(int argc, char **argv) {
-    static const char *dts[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+    static const char *dts[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_0r8", "q8_0r8"}; /* (r8: what models use) */
     static const int64_t mm[4][3] = {{257, 4096, 1024}, {257, 1024, 4096}, {71, 8192, 2048}, {71, 2048, 8192}}; /* M, N, K */
     static const int64_t mv[2][2] = {{2048, 8192}, {8192, 2048}};          /* N, K */
     int quick = argc > 1 && strcmp(argv[1], "quick") == 0, nt, dt, s;
@@ -167,16 +173,16 @@ int main(int argc, char **argv) {
     for (nt = quick ? 2 : 1; nt <= 2; nt++) {
         printf("-- %d thread(s)\n", nt);
         for (s = 0; s < 4; s++)
-            for (dt = 0; dt < 5; dt++) {
+            for (dt = 0; dt < 7; dt++) {
                 bench_time g = bench_matmul(dt, mm[s][0], mm[s][1], mm[s][2], nt);
-                printf("matmul %-4s %3lldx%lld -> %lld: %6.1f / %6.1f GFLOP/s = %3.0f%% / %3.0f%% of FMA peak\n", dts[dt],
+                printf("matmul %-6s %3lldx%lld -> %lld: %6.1f / %6.1f GFLOP/s = %3.0f%% / %3.0f%% of FMA peak\n", dts[dt],
                        (long long)mm[s][0], (long long)mm[s][2], (long long)mm[s][1], g.wall / 1e9, g.cpu / 1e9,
                        100 * g.wall / peak[nt].wall, 100 * g.cpu / peak[nt].cpu);
             }
         for (s = 0; s < 2; s++)
-            for (dt = 0; dt < 5; dt++) {
+            for (dt = 0; dt < 7; dt++) {
                 bench_time g = bench_matvec(dt, mv[s][0], mv[s][1], nt);
-                printf("matvec %-4s %lldx%lld: %5.1f / %5.1f GB/s = %3.0f%% / %3.0f%% of memory read\n", dts[dt],
+                printf("matvec %-6s %lldx%lld: %5.1f / %5.1f GB/s = %3.0f%% / %3.0f%% of memory read\n", dts[dt],
                        (long long)mv[s][0], (long long)mv[s][1], g.wall / 1e9, g.cpu / 1e9, 100 * g.wall / bw[nt].wall,
                        100 * g.cpu / bw[nt].cpu);
             }
