@@ -779,7 +779,7 @@ static void test_cli_help_version(void) {
     cli__run_free(&r);
 }
 
-/* kosmos2 bench on the tiny model (--no-limits: the machine probes take seconds and 1 GiB): every
+/* kosmos2 bench on the tiny model (mostly --no-limits: the machine probes take seconds and 1 GiB): every
  * stage line, the model's token counts (71-token prompt, 8 new tokens -> 7 decode steps timed), a
  * peak RSS, exit 0; with --image the image's size is reported. Times are not checked. */
 static void test_cli_bench(void) {
@@ -800,6 +800,19 @@ static void test_cli_bench(void) {
     cli__exec(cmd, &r);
     CHECK(r.status == 0 && strstr(r.out, "(97x61 image)") && strstr(r.out, "3 new tokens") && strstr(r.out, "1 threads"),
           "bench --image: exit %d\n%s", r.status, r.out);
+    cli__run_free(&r);
+    /* with the limits (5-10 s here): the machine line, fractions, and the decode steps beside the probe */
+    snprintf(cmd, sizeof cmd, "%s bench -m tests/fixtures/tiny_f32 -n 4 -t 2", cli__bin());
+    cli__exec(cmd, &r);
+    {
+        const char *b = strstr(r.out, "\ndecode beside ");
+        double g[3] = {0, 0, 0}, pct = -1;
+        CHECK(r.status == 0 && strstr(r.out, "machine            memory read ") && strstr(r.out, "% of FMA peak") &&
+                  strstr(r.out, "% of memory read") && b &&
+                  sscanf(b, "\ndecode beside %lf %lf %lf GB/s = %lf%%", &g[0], &g[1], &g[2], &pct) == 4 && g[0] > 0 && g[1] > 0 &&
+                  g[2] > 0 && pct > 0,
+              "bench with limits: exit %d, decode beside %g %g %g %g%%\n%s", r.status, g[0], g[1], g[2], pct, r.out);
+    }
     cli__run_free(&r);
 }
 
