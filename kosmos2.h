@@ -382,7 +382,8 @@ const kosmos2_config *kosmos2_model_config(const kosmos2_model *model);
 const kosmos2_tokenizer *kosmos2_model_tokenizer(const kosmos2_model *model);
 const kosmos2_preprocess_config *kosmos2_model_preprocess_config(const kosmos2_model *model);
 
-/* Tensors as loaded (for tools and tests): index 0..n-1. `dtype` is the stored type ("F32", ...). */
+/* Tensors as loaded (for tools and tests): index 0..n-1. `dtype` is the stored type: "F32", "F16",
+ * "BF16", "Q8_0", "Q4_0" (ggml rows) or "Q8_0R8", "Q4_0R8" (8 rows interleaved; see save_gguf). */
 typedef struct kosmos2_tensor_info {
     const char *name;
     const char *dtype;

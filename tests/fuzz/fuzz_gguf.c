@@ -1,6 +1,7 @@
 /* Fuzz target: a GGUF file as kosmos2_model_load reads it (header, metadata, tensor infos,
  * alignment, offsets), then its embedded config.json / preprocessor config / SentencePiece model,
- * then weight binding. The same steps as kosmos2__load_gguf, from memory instead of a file. */
+ * then weight binding and the repacking of ggml-layout q8_0/q4_0 matrices. The same steps as
+ * kosmos2__load_gguf, from memory instead of a file. */
 #include "fuzz.h"
 
 static int fuzz_gguf(const uint8_t *data, size_t size) {
@@ -16,7 +17,7 @@ static int fuzz_gguf(const uint8_t *data, size_t size) {
         m->spm = (unsigned char *)kosmos2__strndup(meta.spm, meta.spm_len);
         m->spm_size = meta.spm_len;
         if (!m->config_json || !m->preproc_json || !m->spm) abort();
-        if (kosmos2__setup_from_texts(m, "fuzz.gguf: ") == 0) kosmos2__bind_weights(m);
+        if (kosmos2__setup_from_texts(m, "fuzz.gguf: ") == 0 && kosmos2__bind_weights(m) == 0) kosmos2__repack_weights(m);
     }
     kosmos2_model_free(m);
     return 0;

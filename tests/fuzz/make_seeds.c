@@ -5,7 +5,8 @@
  *                 config of fuzz.h and a few hand-written documents (escapes, nesting, numbers)
  *   safetensors/  tiny checkpoints of the fuzz.h architecture (F32 with some BF16/F16 tensors; a
  *                 misaligned data section; one with __metadata__), all valid
- *   gguf/         kosmos2_model_save_gguf of tiny checkpoints (f32, bf16, q8_0, q4_0) whose tokenizer is
+ *   gguf/         kosmos2_model_save_gguf of tiny checkpoints (f32, bf16, q8_0, q4_0 in ggml's rows and
+ *                 in the r8 layouts) whose tokenizer is
  *                 tests/fixtures/tokenizer/bpe_tiny.model
  *   spm/          bpe_tiny.model and a hand-built minimal UNIGRAM ModelProto
  *   tokenize/, grounding/, prompt/   texts from tests/fixtures/tokenizer/corpus.txt and
@@ -264,8 +265,10 @@ int main(void) {
         kosmos2_model_free(m);
         a.D = 32; a.F = 32; a.Dv = 32; a.Fv = 32;
         m = make_model(&a);
-        gguf_seed(m, "q8_0", "tiny_q8_0.gguf");
-        gguf_seed(m, "q4_0", "tiny_q4_0.gguf");
+        gguf_seed(m, "q8_0_ggml", "tiny_q8_0.gguf");  /* ggml rows: repacked at load */
+        gguf_seed(m, "q4_0_ggml", "tiny_q4_0.gguf");
+        gguf_seed(m, "q8_0", "tiny_q8_0r8.gguf");       /* 8 rows interleaved (kosmos2.h's types) */
+        gguf_seed(m, "q4_0", "tiny_q4_0r8.gguf");
         kosmos2_model_free(m);
     }
     arch_config(&a, cfg, sizeof cfg);
