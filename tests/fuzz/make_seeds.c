@@ -235,7 +235,7 @@ int main(void) {
         "\xff\xfe invalid \xc3 utf8 \xed\xa0\x80 <patch_index_0012><patch_index_0013> end",
     };
     static const char *images[] = {"gif_60x40.gif", "gray16_33x21.png", "gray_97x61.png", "graya_80x45.png", "jpeg_cmyk_64x48.jpg",
-                                   "jpeg_gray_73x91.jpg", "jpeg_progressive_199x263.jpg", "palette_64x48.png", "palette_interlaced_64x48.png",
+                                   "jpeg_gray_73x91.jpg", "jpeg_progressive_199x263.jpg", "palette_64x48.png", "palette_trns_64x48.png",
                                    "pnm_31x29.pgm", "pnm_45x37.ppm", "rgb16_40x30.png", "rgb_1x1.png", "rgb_3x500.png", "rgb_50x40.png",
                                    "rgba16_36x22.png", "tga_52x33.tga", "tga_rle_47x35.tga", "bmp_70x50.bmp"};
     char name[64], cfg[2048];
