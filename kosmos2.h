@@ -4233,6 +4233,12 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__bcast4_avx2(const int8_t *p) { 
     memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
+/* y[r * ldy + 0..7] = (acc[r][0] + acc[r][1]) + bias (or + 0), r < R: the r8 canonical ending */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8_store_avx2(float *y, int64_t ldy, __m256 acc[4][2], const float *bias, const int R) {
+    int r;
+    KOSMOS2__UNROLL for (r = 0; r < R; r++)
+        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+}
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                                const uint8_t *w, const float *bias, int64_t pf, const int R) {
     __m256 acc[4][2]; /* [r][b & 1] (R <= 4) */
@@ -4267,8 +4273,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
             acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
         }
     }
-    KOSMOS2__UNROLL for (r = 0; r < R; r++)
-        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+    kosmos2__r8_store_avx2(y, ldy, acc, bias, R);
 }
 /* q8_0r8: the same with signed weights: maddubs(|w|, sign(a, w)) per chunk (|w| <= 128, so each
  * int16 pair sum is at most 2 * 128 * 127 = 32512: no saturation, but two would overflow),
@@ -4297,8 +4302,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_q8_avx2_body(float *y, int6
             acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
         }
     }
-    KOSMOS2__UNROLL for (r = 0; r < R; r++)
-        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+    kosmos2__r8_store_avx2(y, ldy, acc, bias, R);
 }
 static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_full(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                       const uint8_t *w, int64_t wstride, int dt, const float *bias, int64_t pf) {
@@ -4961,20 +4965,20 @@ static int kosmos2__bench_threads(int n_threads) {
     return 1;
 #endif
 }
-double kosmos2_bench_memory_read(int n_threads) {
-    const int64_t n = (int64_t)1 << 28; /* 1 GiB of floats */
-    const int nt = kosmos2__bench_threads(n_threads);
-    float *p = (float *)KOSMOS2_MALLOC((size_t)n * sizeof(float));
+/* p [n] filled with distinct values (no shared zero pages), first touched by the nt readers. */
+static void kosmos2__probe_fill(float *p, int64_t n, int nt) {
+    int64_t i;
+    (void)nt; /* (without OpenMP) */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i = 0; i < n; i++) p[i] = (float)(uint32_t)((uint64_t)i * 2654435761u >> 7);
+}
+/* Bytes/s of the best of `reps` streaming reads of p [n] by nt threads (each its own part). */
+static double kosmos2__probe_read_best(const float *p, int64_t n, int nt, int reps) {
     double best = 0;
     volatile float sink = 0;
-    int64_t i;
     int rep;
     (void)nt; /* (without OpenMP) */
-    if (!p) { kosmos2__fail(KOSMOS2_E_NOMEM, "kosmos2_bench_memory_read: no memory for the 1 GiB buffer"); return 0; }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i = 0; i < n; i++) /* distinct contents (no shared zero pages), first touch by the readers */
-        p[i] = (float)(uint32_t)((uint64_t)i * 2654435761u >> 7);
-    for (rep = 0; rep < 4; rep++) {
+    for (rep = 0; rep < reps; rep++) {
         const double t0 = kosmos2__now_ms();
         double t;
 #pragma omp parallel num_threads(nt)
@@ -4991,8 +4995,18 @@ double kosmos2_bench_memory_read(int n_threads) {
         t = kosmos2__now_ms() - t0;
         if (t > 0 && (double)n * 4 / (t * 1e-3) > best) best = (double)n * 4 / (t * 1e-3);
     }
-    KOSMOS2_FREE(p);
     (void)sink;
+    return best;
+}
+double kosmos2_bench_memory_read(int n_threads) {
+    const int64_t n = (int64_t)1 << 28; /* 1 GiB of floats */
+    const int nt = kosmos2__bench_threads(n_threads);
+    float *p = (float *)KOSMOS2_MALLOC((size_t)n * sizeof(float));
+    double best;
+    if (!p) { kosmos2__fail(KOSMOS2_E_NOMEM, "kosmos2_bench_memory_read: no memory for the 1 GiB buffer"); return 0; }
+    kosmos2__probe_fill(p, n, nt);
+    best = kosmos2__probe_read_best(p, n, nt, 4);
+    KOSMOS2_FREE(p);
     return best;
 }
 double kosmos2_bench_fma_peak(int n_threads) {

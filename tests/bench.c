@@ -132,7 +132,7 @@ static void bench_decode_kernels(void *arg, void *out) {
     int64_t j;
     (void)arg; (void)out;
     if (!probe || !x) return;
-    for (j = 0; j < nprobe; j++) probe[j] = (float)(uint32_t)((uint64_t)j * 2654435761u >> 7);
+    kosmos2__probe_fill(probe, nprobe, g_threads);
     for (j = 0; j < K; j++) x[j] = (float)((j * 37) % 101) / 50.0f - 1.0f;
     for (i = 0; i < 4; i++) { /* random-ish rows in the format (repacked for the r8 types) */
         const int q8 = dts[i] == KOSMOS2__Q8_0R8, r8 = kosmos2__is_r8(dts[i]);
@@ -153,25 +153,7 @@ static void bench_decode_kernels(void *arg, void *out) {
         if (!y) y = (float *)malloc((size_t)(((int64_t)512 << 20) / 18 + 8) * 4); /* the most rows (q4_0r8) */
     }
     for (r = 0; r < 3; r++) {
-        double bw = 0;
-        for (rep = 0; rep < 2; rep++) {
-            double t0 = kosmos2__now_ms(), t;
-            volatile float sink = 0;
-#pragma omp parallel num_threads(g_threads)
-            {
-#ifdef _OPENMP
-                const int64_t chunk = nprobe / omp_get_num_threads() / 64 * 64, tid = omp_get_thread_num();
-#else
-                const int64_t chunk = nprobe, tid = 0;
-#endif
-                const float s = kosmos2__probe_read(probe + tid * chunk, chunk);
-#pragma omp atomic
-                sink += s;
-            }
-            t = kosmos2__now_ms() - t0;
-            if ((double)nprobe * 4 / (t * 1e-3) > bw) bw = (double)nprobe * 4 / (t * 1e-3);
-            (void)sink;
-        }
+        const double bw = kosmos2__probe_read_best(probe, nprobe, g_threads, 2);
         for (i = 0; i < 4; i++) {
             double best = 0, bytes = (double)W[i].rows * (double)kosmos2__row_bytes(W[i].dtype, K);
             for (rep = 0; rep < 2; rep++) {
