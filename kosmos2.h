@@ -3467,8 +3467,9 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *      16+4c .. 16+4c+3): 8 outputs per register, one activation load feeds 8 rows.
  *      Their canonical sum (the 16-lane order above would cost 8 conversions and multiply-adds
  *      per block and row): per block the exact integer sum p[b] = sum w * a over all 32
- *      weights; s[b mod 2] = fmaf(dx[b] * dw[b], (float)p[b], s[b mod 2]) in increasing b;
- *      y = (s[0] + s[1]) + bias. |p[b]| <= 32 * 128 * 127 < 2^24: the conversion is exact.
+ *      weights; s = fmaf(dx[b] * dw[b], (float)p[b], s) in increasing b (one chain: a block's
+ *      integer work hides the multiply-add's latency, and a tile's accumulators stay in
+ *      registers); y = s + bias. |p[b]| <= 32 * 128 * 127 < 2^24: the conversion is exact.
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
  *  takes whole panels (static schedule). With at least R activation rows and float16/bfloat16
@@ -3936,7 +3937,7 @@ static void kosmos2__qtile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A
  * first unit is w (units `step` bytes apart), or with r < 0 the plain row at w (blocks `step`
  * bytes apart); q8: q8_0 (else q4_0) blocks. */
 static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, int q8, const kosmos2__qacts *A, int64_t m) {
-    float s[2] = {0.0f, 0.0f};
+    float s = 0.0f;
     const int8_t *aq = A->q + m * A->rs * KOSMOS2__QK;
     const int nq = q8 ? 32 : 16; /* bytes of weights per block */
     int64_t b;
@@ -3952,9 +3953,9 @@ static float kosmos2__qdot_r8_scalar(const uint8_t *w, int64_t step, int r, int 
         }
         if (q8) for (i = 0; i < 32; i++) p += (int8_t)qs[i] * aq[i];
         else for (i = 0; i < 16; i++) p += ((qs[i] & 15) - 8) * aq[i] + ((qs[i] >> 4) - 8) * aq[i + 16];
-        s[b & 1] = fmaf(d * KOSMOS2__QACT_D(A, m, b), (float)p, s[b & 1]); /* exact product: two float16 */
+        s = fmaf(d * KOSMOS2__QACT_D(A, m, b), (float)p, s); /* exact product: two float16 */
     }
-    return s[0] + s[1];
+    return s;
 }
 /* r8full / r8row of the scalar set: 1 activation row x the 8 rows of the group at w */
 static void kosmos2__r8tile_scalar(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0, const uint8_t *w,
@@ -4233,23 +4234,22 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256i kosmos2__bcast4_avx2(const int8_t *p) { 
     memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
-/* y[r * ldy + 0..7] = (acc[r][0] + acc[r][1]) + bias (or + 0), r < R: the r8 canonical ending */
-KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8_store_avx2(float *y, int64_t ldy, __m256 acc[4][2], const float *bias, const int R) {
+/* y[r * ldy + 0..7] = acc[r] + bias (or + 0), r < R: the r8 canonical ending */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8_store_avx2(float *y, int64_t ldy, const __m256 *acc, const float *bias, const int R) {
     int r;
     KOSMOS2__UNROLL for (r = 0; r < R; r++)
-        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
+        _mm256_storeu_ps(y + r * ldy, _mm256_add_ps(acc[r], bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps()));
 }
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                                const uint8_t *w, const float *bias, int64_t pf, const int R) {
-    __m256 acc[4][2]; /* [r][b & 1] (R <= 4) */
+    __m256 acc[4]; /* [r] (R <= 4) */
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
     const int32_t *n8 = A->n8 + m0 * A->rs;
     int64_t b;
     int r, c;
-    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT(0)) {
-        const int h = (int)(b & 1);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
         __m256i lo[4], hi[4];
         if (pf) { _mm_prefetch((const char *)w + pf, _MM_HINT_T0); _mm_prefetch((const char *)w + pf + 64, _MM_HINT_T0); _mm_prefetch((const char *)w + pf + 128, _MM_HINT_T0); }
@@ -4270,7 +4270,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[2], kosmos2__bcast4_avx2(a + 24)));
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[3], kosmos2__bcast4_avx2(a + 28)));
             is = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(n8[r * A->rs + b]));
-            acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r]);
         }
     }
     kosmos2__r8_store_avx2(y, ldy, acc, bias, R);
@@ -4280,14 +4280,13 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_body(float *y, int64_t
  * madd to int32 per chunk. |w| once per block for all R rows; the signs from memory. */
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_q8_avx2_body(float *y, int64_t ldy, const kosmos2__qacts *A, int64_t m0,
                                                                   const uint8_t *w, const float *bias, int64_t pf, const int R) {
-    __m256 acc[4][2]; /* [r][b & 1] (R <= 4) */
+    __m256 acc[4]; /* [r] (R <= 4) */
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *aq = A->q + m0 * A->rs * KOSMOS2__QK;
     int64_t b;
     int r, c;
-    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    KOSMOS2__UNROLL for (r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (b = 0; b < A->nb; b++, w += KOSMOS2__R8_UNIT(1)) {
-        const int h = (int)(b & 1);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
         __m256i aw[8];
         if (pf) KOSMOS2__UNROLL for (c = 0; c < 5; c++) _mm_prefetch((const char *)w + pf + 64 * c, _MM_HINT_T0);
@@ -4299,7 +4298,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8tile_q8_avx2_body(float *y, int6
                 const __m256i sa = _mm256_sign_epi8(kosmos2__bcast4_avx2(a + 4 * c), _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c)));
                 is = _mm256_add_epi32(is, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], sa), ones));
             }
-            acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r][h]);
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(KOSMOS2__QACT_D(A, m0 + r, b))), _mm256_cvtepi32_ps(is), acc[r]);
         }
     }
     kosmos2__r8_store_avx2(y, ldy, acc, bias, R);
