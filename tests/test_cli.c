@@ -810,7 +810,7 @@ static void test_cli_bench(void) {
         CHECK(r.status == 0 && strstr(r.out, "machine            memory read ") && strstr(r.out, "% of FMA peak") &&
                   strstr(r.out, "% of memory read") && b &&
                   sscanf(b, "\ndecode beside %lf %lf %lf GB/s = %lf%%", &g[0], &g[1], &g[2], &pct) == 4 && g[0] > 0 && g[1] > 0 &&
-                  g[2] > 0 && pct > 0,
+                  g[2] > 0 && pct >= 0, /* (the tiny model's fraction can round to 0 %) */
               "bench with limits: exit %d, decode beside %g %g %g %g%%\n%s", r.status, g[0], g[1], g[2], pct, r.out);
     }
     cli__run_free(&r);
