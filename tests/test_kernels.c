@@ -613,41 +613,57 @@ static void test_kernels_vector_math(void) {
     free(x); free(y); free(ref);
 }
 
-/* Attention's weighted sum of values (kernel pv): every path gives the scalar bits, for float32
- * and float16 values, row widths with and without vector tails, strided rows; and it is the
+/* Decoding attention's kernels, one cache row for nh heads: qk (scores) gives the canonical dot
+ * product of each head (== kosmos2__dot_scalar, the float tiles' sum), pv accumulates
+ * o += p[h] * v row after row; every path gives the scalar bits, for float32 and float16 rows,
+ * head widths with and without vector tails, scores at a stride; and pv over S rows is the
  * weighted sum (checked in double). */
-static void test_kernels_attention_pv(void) {
-    static const int64_t ns[] = {64, 37, 100, 8, 3, 129};
-    enum { S = 23, LD = 150 };
-    float p[S], *vf = (float *)malloc(S * LD * 4), o[129], ref[129];
+static void test_kernels_attention_rows(void) {
+    static const int64_t hds[] = {64, 37, 100, 8, 3, 129, 16, 48};
+    enum { S = 23, NH = 3, LDP = 29, LD = 3 * 129 + 7 };
+    float p[NH * LDP], *vf = (float *)malloc(S * LD * 4), *q = (float *)malloc(NH * 129 * 4);
+    float o[NH * 129], ref[NH * 129], sc[NH * LDP], scref[NH * LDP];
     uint16_t *vh = (uint16_t *)malloc(S * LD * 2);
-    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0, t, dt;
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0, t, dt, h;
     int64_t i, s, d;
-    for (s = 0; s < S; s++) p[s] = tk__rand() * 0.5f + 0.5f;
+    for (i = 0; i < NH * LDP; i++) p[i] = tk__rand() * 0.5f + 0.5f;
+    for (i = 0; i < NH * 129; i++) q[i] = tk__rand();
     for (i = 0; i < S * LD; i++) { vf[i] = tk__rand() * 3; vh[i] = kosmos2__f32_to_f16(vf[i]); }
     for (dt = 0; dt < 2; dt++)
-        for (t = 0; t < 6; t++) {
+        for (t = 0; t < (int)(sizeof hds / sizeof hds[0]); t++) {
+            const int64_t hd = hds[t];
             const void *v = dt == 0 ? (const void *)(vf + 5) : (const void *)(vh + 5);
             const int kdt = dt == 0 ? KOSMOS2__F32 : KOSMOS2__F16;
+            const int64_t es = dt == 0 ? 4 : 2;
             double worst = 0;
-            kosmos2__pv_scalar(ref, p, S, v, kdt, LD, ns[t]);
-            for (d = 0; d < ns[t]; d++) {
-                double e = 0;
-                for (s = 0; s < S; s++) e += (double)p[s] * kosmos2__load_w(v, kdt, s * LD + d);
-                if (fabs(e - ref[d]) > worst) worst = fabs(e - ref[d]);
-            }
-            CHECK(worst < 1e-5, "pv n=%lld: error %.3e against the double sum", (long long)ns[t], worst);
+            /* pv: S rows accumulated from 0, the scalar path; then its error against double */
+            memset(ref, 0, sizeof ref);
+            for (s = 0; s < S; s++) kosmos2__pv_scalar(ref, p + s, LDP, (const char *)v + s * LD * es, kdt, NH, hd);
+            for (h = 0; h < NH; h++)
+                for (d = 0; d < hd; d++) {
+                    double e = 0;
+                    for (s = 0; s < S; s++) e += (double)p[h * LDP + s] * kosmos2__load_w(v, kdt, s * LD + h * hd + d);
+                    if (fabs(e - ref[h * hd + d]) > worst) worst = fabs(e - ref[h * hd + d]);
+                }
+            CHECK(worst < 1e-5, "pv hd=%lld: error %.3e against the double sum", (long long)hd, worst);
+            /* qk: one row's scores at stride LDP against kosmos2__dot_scalar */
+            memset(scref, 0, sizeof scref);
+            for (h = 0; h < NH; h++) scref[h * LDP] = kosmos2__dot_scalar((const char *)v + (7 * LD + h * hd) * es, kdt, q + h * hd, hd);
             for (isa = 0; isa <= best; isa++) {
                 kosmos2__kernels_set_isa(isa);
-                memset(o, 0x7f, sizeof o);
-                kosmos2__kernel_table()->pv(o, p, S, v, kdt, LD, ns[t]);
-                if (memcmp(o, ref, (size_t)ns[t] * 4) != 0 && bad++ < 5)
-                    CHECK(0, "%s pv dt %d n=%lld differs from the scalar path", kosmos2__isa_name(isa), kdt, (long long)ns[t]);
+                memset(o, 0, sizeof o);
+                for (s = 0; s < S; s++) kosmos2__kernel_table()->pv(o, p + s, LDP, (const char *)v + s * LD * es, kdt, NH, hd);
+                if (memcmp(o, ref, (size_t)(NH * hd) * 4) != 0 && bad++ < 5)
+                    CHECK(0, "%s pv dt %d hd=%lld differs from the scalar path", kosmos2__isa_name(isa), kdt, (long long)hd);
+                memset(sc, 0, sizeof sc);
+                kosmos2__kernel_table()->qk(sc, LDP, q, (const char *)v + 7 * LD * es, kdt, NH, hd);
+                if (memcmp(sc, scref, sizeof sc) != 0 && bad++ < 5)
+                    CHECK(0, "%s qk dt %d hd=%lld differs from the canonical dot product", kosmos2__isa_name(isa), kdt, (long long)hd);
             }
         }
     kosmos2__kernels_set_isa(-1);
     CHECK(bad == 0, "%d cases differ", bad);
-    free(vf); free(vh);
+    free(vf); free(vh); free(q);
 }
 
 static void tests_kernels(void) {
@@ -657,7 +673,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_probes);
     RUN(test_kernels_quantize_act_paths);
     RUN(test_kernels_vector_math);
-    RUN(test_kernels_attention_pv);
+    RUN(test_kernels_attention_rows);
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
