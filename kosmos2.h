@@ -3864,6 +3864,12 @@ typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
  *       positions on an o set to 0, each o[d] is summed in increasing s with fused multiply-adds
  *       from 0 (every path: the same bits). */
 typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd);
+/* One row's LayerNorm: o [n] = (v - mean) / sqrt(var + eps) * w + b, v [n] (o may be v). Mean and
+ * variance in double, each a sum in 8 interleaved partial sums (element i into sum i mod 8, the
+ * variance's by fused multiply-adds), folded ((0+1)+(2+3))+((4+5)+(6+7)); then per element
+ * fmaf((float)(v - mean) * inv, w, b) with inv = (float)(1 / sqrt(var + eps)). Every path: the
+ * same bits (explicit fused operations, so no compiler contraction can tell them apart). */
+typedef void (*kosmos2__lnorm_fn)(float *o, const float *v, int64_t n, const float *w, const float *b, float eps);
 typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd);
 /* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf; NaN -> 0x7e00 with its
  * sign): kosmos2__f32_to_f16's bits on every path (a float16 KV cache). */
@@ -3886,6 +3892,7 @@ typedef struct {
     kosmos2__vmath_fn vmath;
     kosmos2__qk_fn qk;
     kosmos2__pv_fn pv;
+    kosmos2__lnorm_fn lnorm;
     kosmos2__narrow_fn narrow;
 } kosmos2__kernel_set;
 
@@ -4054,6 +4061,24 @@ static void kosmos2__qk_scalar(float *p, int64_t ldp, const float *q, const void
     int h;
     for (h = 0; h < nh; h++)
         p[h * ldp] = kosmos2__dot_scalar((const char *)k + h * hd * (dt == KOSMOS2__F32 ? 4 : 2), dt, q + h * hd, hd);
+}
+/* the fold of 8 partial sums shared by every lnorm path */
+static double kosmos2__fold8_d(const double *s) { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); }
+/* lnorm's last step (mean, variance and the tail of the sums done): o[i] for i0 <= i < n */
+static void kosmos2__lnorm_tail(float *o, const float *v, int64_t i0, int64_t n, const float *w, const float *b,
+                                double mean, float inv) {
+    int64_t i;
+    for (i = i0; i < n; i++) o[i] = fmaf((float)((double)v[i] - mean) * inv, w[i], b[i]);
+}
+static void kosmos2__lnorm_scalar(float *o, const float *v, int64_t n, const float *w, const float *b, float eps) {
+    double s[8] = {0}, mean, var;
+    int64_t i;
+    for (i = 0; i < n; i++) s[i & 7] += v[i];
+    mean = kosmos2__fold8_d(s) / (double)n;
+    memset(s, 0, sizeof s);
+    for (i = 0; i < n; i++) s[i & 7] = fma((double)v[i] - mean, (double)v[i] - mean, s[i & 7]);
+    var = kosmos2__fold8_d(s) / (double)n;
+    kosmos2__lnorm_tail(o, v, 0, n, w, b, mean, (float)(1.0 / sqrt(var + (double)eps)));
 }
 static void kosmos2__pv_scalar(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd) {
     int64_t d;
@@ -4455,6 +4480,43 @@ static KOSMOS2__T_AVX2 void kosmos2__qk_avx2(float *p, int64_t ldp, const float 
         }
         p[h * ldp] = kosmos2__fold8_avx2(_mm256_add_ps(a0, a1));
     }
+}
+static KOSMOS2__T_AVX2 void kosmos2__lnorm_avx2(float *o, const float *v, int64_t n, const float *w, const float *b, float eps) {
+    double s[8], mean, var;
+    int64_t i, n8 = n / 8 * 8;
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, m;
+    __m256 inv8;
+    float inv;
+    for (i = 0; i < n8; i += 8) { /* sums 0-3 in a0, 4-7 in a1 */
+        const __m256 x = _mm256_loadu_ps(v + i);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    }
+    _mm256_storeu_pd(s, a0); _mm256_storeu_pd(s + 4, a1);
+    for (; i < n; i++) s[i & 7] += v[i];
+    mean = kosmos2__fold8_d(s) / (double)n;
+    m = _mm256_set1_pd(mean);
+    a0 = a1 = _mm256_setzero_pd();
+    for (i = 0; i < n8; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), m);
+        const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), m);
+        a0 = _mm256_fmadd_pd(d0, d0, a0);
+        a1 = _mm256_fmadd_pd(d1, d1, a1);
+    }
+    _mm256_storeu_pd(s, a0); _mm256_storeu_pd(s + 4, a1);
+    for (; i < n; i++) s[i & 7] = fma((double)v[i] - mean, (double)v[i] - mean, s[i & 7]);
+    var = kosmos2__fold8_d(s) / (double)n;
+    inv = (float)(1.0 / sqrt(var + (double)eps));
+    inv8 = _mm256_set1_ps(inv);
+    for (i = 0; i < n8; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        const __m128 t0 = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), m));
+        const __m128 t1 = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), m));
+        const __m256 t = _mm256_mul_ps(_mm256_insertf128_ps(_mm256_castps128_ps256(t0), t1, 1), inv8);
+        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(t, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
+    }
+    kosmos2__lnorm_tail(o, v, n8, n, w, b, mean, inv);
 }
 static KOSMOS2__T_AVX2 void kosmos2__pv_avx2(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd) {
     int64_t d;
@@ -4946,20 +5008,20 @@ static float kosmos2__probe_fma(int64_t iters) {
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, kosmos2__vmath_scalar, kosmos2__qk_scalar, kosmos2__pv_scalar, kosmos2__narrow_scalar};
+    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, kosmos2__vmath_scalar, kosmos2__qk_scalar, kosmos2__pv_scalar, kosmos2__lnorm_scalar, kosmos2__narrow_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 512, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__pv_avx2,
+    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
     kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
     kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
-    kosmos2__vmath_avx512, kosmos2__qk_avx512, kosmos2__pv_avx512, kosmos2__narrow_f16c};
+    kosmos2__vmath_avx512, kosmos2__qk_avx512, kosmos2__pv_avx512, kosmos2__lnorm_avx2, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -6310,37 +6372,18 @@ int kosmos2_model_tensor(const kosmos2_model *m, int i, kosmos2_tensor_info *inf
  * expression whoever computes it, so results do not depend on the thread count. */
 #define KOSMOS2__PAR_MIN ((int64_t)1 << 15)
 
-/* dst[r, :] = LayerNorm(src[r, :]) * w + b for r < rows; src, dst [rows, n] (dst may be src).
- * Mean and variance in double (8 partial sums). Rows are spread over nt threads. */
+/* dst[r, :] = LayerNorm(src[r, :]) * w + b for r < rows; src, dst [rows, n] (dst may be src):
+ * the kernel set's lnorm (mean and variance in double, 8 partial sums; vectorised, as a decode
+ * step's single rows run on one thread). Rows are spread over nt threads. */
 static void kosmos2__layernorm(float *dst, const float *src, int64_t rows, int64_t n, const kosmos2__ln *ln, float eps,
                                int nt) {
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
     int64_t r;
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows > 1 && rows * n >= KOSMOS2__PAR_MIN && !omp_in_parallel())
 #endif
-    for (r = 0; r < rows; r++) {
-        const float *v = src + r * n;
-        float *o = dst + r * n;
-        double mean, var, s[8];
-        float inv;
-        int64_t i;
-        int j;
-        /* sums in 8 interleaved partial sums (i mod 8; fixed order, so the same bits everywhere):
-         * a single running sum is one dependent add per element, 3-4x slower at decoding sizes */
-        for (j = 0; j < 8; j++) s[j] = 0;
-        for (i = 0; i + 8 <= n; i += 8)
-            for (j = 0; j < 8; j++) s[j] += v[i + j];
-        for (; i < n; i++) s[i & 7] += v[i];
-        mean = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
-        for (j = 0; j < 8; j++) s[j] = 0;
-        for (i = 0; i + 8 <= n; i += 8)
-            for (j = 0; j < 8; j++) s[j] += ((double)v[i + j] - mean) * ((double)v[i + j] - mean);
-        for (; i < n; i++) s[i & 7] += ((double)v[i] - mean) * ((double)v[i] - mean);
-        var = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (double)n;
-        inv = (float)(1.0 / sqrt(var + (double)eps));
-        for (i = 0; i < n; i++) o[i] = ((float)((double)v[i] - mean) * inv) * ln->w[i] + ln->b[i];
-    }
+    for (r = 0; r < rows; r++) ks->lnorm(dst + r * n, src + r * n, n, ln->w, ln->b, eps);
 }
 
 /* In-place activation by HF name: gelu (exact erf form), quick_gelu, gelu_new (tanh), relu, silu.

@@ -666,6 +666,50 @@ static void test_kernels_attention_rows(void) {
     free(vf); free(vh); free(q);
 }
 
+/* LayerNorm of one row (kernel lnorm): every path gives the scalar bits (sizes with and without
+ * vector tails, in place or not, large offsets: a mean far from 0), and the scalar path is
+ * LayerNorm (checked against mean and variance computed in long double). */
+static void test_kernels_layernorm_row(void) {
+    static const int64_t ns[] = {2048, 1, 7, 8, 9, 37, 100, 8191};
+    float *v = (float *)malloc(8191 * 4), *w = (float *)malloc(8191 * 4), *b = (float *)malloc(8191 * 4);
+    float *ref = (float *)malloc(8191 * 4), *o = (float *)malloc(8191 * 4);
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0, t, inplace;
+    double worst = 0;
+    int64_t i;
+    for (i = 0; i < 8191; i++) { w[i] = 1.0f + tk__rand() * 0.2f; b[i] = tk__rand() * 0.1f; }
+    for (t = 0; t < (int)(sizeof ns / sizeof ns[0]); t++) {
+        const int64_t n = ns[t];
+        long double mean = 0, var = 0;
+        for (i = 0; i < n; i++) v[i] = tk__rand() * 3 + (t & 1 ? 1000.0f : 0.0f);
+        kosmos2__lnorm_scalar(ref, v, n, w, b, 1e-5f);
+        for (i = 0; i < n; i++) mean += v[i];
+        mean /= n;
+        for (i = 0; i < n; i++) var += (v[i] - mean) * (v[i] - mean);
+        var /= n;
+        for (i = 0; i < n; i++) {
+            double e = (double)((v[i] - mean) / sqrtl(var + 1e-5L)) * w[i] + b[i];
+            if (fabs(e - ref[i]) > worst) worst = fabs(e - ref[i]);
+        }
+        for (isa = 0; isa <= best; isa++)
+            for (inplace = 0; inplace < 2; inplace++) {
+                kosmos2__kernels_set_isa(isa);
+                if (inplace) {
+                    memcpy(o, v, (size_t)n * 4);
+                    kosmos2__kernel_table()->lnorm(o, o, n, w, b, 1e-5f);
+                } else {
+                    memset(o, 0x7f, (size_t)n * 4);
+                    kosmos2__kernel_table()->lnorm(o, v, n, w, b, 1e-5f);
+                }
+                if (memcmp(o, ref, (size_t)n * 4) != 0 && bad++ < 5)
+                    CHECK(0, "%s lnorm n=%lld (in place: %d) differs from the scalar path", kosmos2__isa_name(isa), (long long)n, inplace);
+            }
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d cases differ", bad);
+    CHECK(worst < 2e-5, "LayerNorm error %.3e against long double", worst);
+    free(v); free(w); free(b); free(ref); free(o);
+}
+
 static void tests_kernels(void) {
     RUN(test_kernels_f16_bf16);
     RUN(test_kernels_quantize_q8_0);
@@ -674,6 +718,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_quantize_act_paths);
     RUN(test_kernels_vector_math);
     RUN(test_kernels_attention_rows);
+    RUN(test_kernels_layernorm_row);
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
