@@ -3862,9 +3862,11 @@ typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
  * KOSMOS2__F16); q, o [nh * hd] float32; p: one score per head at stride ldp.
  *   qk: p[h * ldp] = the canonical dot product of q[h*hd ..] and k[h*hd ..] (the float tiles' sum:
  *       a decode step's scores have the bits of the products' ones).
- *   pv: o[h*hd + d] = fmaf(p[h * ldp], v[h*hd + d], o[h*hd + d]): called for increasing key
- *       positions on an o set to 0, each o[d] is summed in increasing s with fused multiply-adds
- *       from 0 (every path: the same bits). */
+ *   pv: n rows at once (row s at v + s * ldv elements, its scores p[h * ldp + s]): for s = 0 ..
+ *       n-1 in order, o[h*hd + d] = fmaf(p[h * ldp + s], v[s*ldv + h*hd + d], o[h*hd + d]), the
+ *       sums kept in registers over the n rows. Called for increasing key positions on an o set
+ *       to 0, each o[d] is summed in increasing s with fused multiply-adds from 0 (every path,
+ *       any n: the same bits). */
 typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd);
 /* One row's LayerNorm: o [n] = (v - mean) / sqrt(var + eps) * w + b, v [n] (o may be v). Mean and
  * variance in double, each a sum in 8 interleaved partial sums (element i into sum i mod 8, the
@@ -3872,7 +3874,8 @@ typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void
  * fmaf((float)(v - mean) * inv, w, b) with inv = (float)(1 / sqrt(var + eps)). Every path: the
  * same bits (explicit fused operations, so no compiler contraction can tell them apart). */
 typedef void (*kosmos2__lnorm_fn)(float *o, const float *v, int64_t n, const float *w, const float *b, float eps);
-typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd);
+typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
+                               int64_t hd);
 /* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf; NaN -> 0x7e00 with its
  * sign): kosmos2__f32_to_f16's bits on every path (a float16 KV cache). */
 typedef void (*kosmos2__narrow_fn)(uint16_t *dst, const float *src, int64_t n);
@@ -4082,11 +4085,14 @@ static void kosmos2__lnorm_scalar(float *o, const float *v, int64_t n, const flo
     var = kosmos2__fold8_d(s) / (double)n;
     kosmos2__lnorm_tail(o, v, 0, n, w, b, mean, (float)(1.0 / sqrt(var + (double)eps)));
 }
-static void kosmos2__pv_scalar(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd) {
+static void kosmos2__pv_scalar(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
+                               int64_t hd) {
     int64_t d;
-    int h;
-    for (h = 0; h < nh; h++)
-        for (d = 0; d < hd; d++) o[h * hd + d] = fmaf(p[h * ldp], kosmos2__load_w(v, dt, h * hd + d), o[h * hd + d]);
+    int h, r;
+    for (r = 0; r < n; r++)
+        for (h = 0; h < nh; h++)
+            for (d = 0; d < hd; d++)
+                o[h * hd + d] = fmaf(p[h * ldp + r], kosmos2__load_w(v, dt, r * ldv + h * hd + d), o[h * hd + d]);
 }
 
 /* ------------------------------------------------------------------------------ AVX2 path -- */
@@ -4478,10 +4484,10 @@ static KOSMOS2__T_AVX2 void kosmos2__narrow_f16c(uint16_t *dst, const float *src
     }
     kosmos2__narrow_scalar(dst + i, src + i, n - i);
 }
-static KOSMOS2__T_AVX2 void kosmos2__qk_avx2(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd) {
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qk_avx2_body(float *p, int64_t ldp, const float *q, const void *k, const int dt,
+                                                           int nh, int64_t hd) {
     int64_t d;
     int h;
-    if (hd % 16) { kosmos2__qk_scalar(p, ldp, q, k, dt, nh, hd); return; }
     for (h = 0; h < nh; h++) { /* lanes 0-7 and 8-15 of the canonical sum, then its fold */
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         for (d = 0; d < hd; d += 16) {
@@ -4490,6 +4496,11 @@ static KOSMOS2__T_AVX2 void kosmos2__qk_avx2(float *p, int64_t ldp, const float 
         }
         p[h * ldp] = kosmos2__fold8_avx2(_mm256_add_ps(a0, a1));
     }
+}
+static KOSMOS2__T_AVX2 void kosmos2__qk_avx2(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd) {
+    if (hd % 16) kosmos2__qk_scalar(p, ldp, q, k, dt, nh, hd);
+    else if (dt == KOSMOS2__F16) kosmos2__qk_avx2_body(p, ldp, q, k, KOSMOS2__F16, nh, hd);
+    else kosmos2__qk_avx2_body(p, ldp, q, k, KOSMOS2__F32, nh, hd);
 }
 static KOSMOS2__T_AVX2 void kosmos2__lnorm_avx2(float *o, const float *v, int64_t n, const float *w, const float *b, float eps) {
     double s[8], mean, var;
@@ -4528,16 +4539,33 @@ static KOSMOS2__T_AVX2 void kosmos2__lnorm_avx2(float *o, const float *v, int64_
     }
     kosmos2__lnorm_tail(o, v, n8, n, w, b, mean, inv);
 }
-static KOSMOS2__T_AVX2 void kosmos2__pv_avx2(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd) {
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__pv_avx2_body(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv,
+                                                           int n, const int dt, int nh, int64_t hd) {
     int64_t d;
-    int h;
+    int h, r;
     for (h = 0; h < nh; h++) {
-        const __m256 ps = _mm256_set1_ps(p[h * ldp]);
         float *oh = o + h * hd;
-        for (d = 0; d + 8 <= hd; d += 8)
-            _mm256_storeu_ps(oh + d, _mm256_fmadd_ps(ps, kosmos2__load8_avx2(v, dt, h * hd + d), _mm256_loadu_ps(oh + d)));
-        for (; d < hd; d++) oh[d] = fmaf(p[h * ldp], kosmos2__load_w(v, dt, h * hd + d), oh[d]);
+        const float *ph = p + h * ldp;
+        for (d = 0; d + 8 <= hd; d += 8) { /* 8 sums in a register over the n rows */
+            const int64_t k = h * hd + d;
+            __m256 a = _mm256_loadu_ps(oh + d);
+            if (n == 4) {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(ph[0]), kosmos2__load8_avx2(v, dt, k), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(ph[1]), kosmos2__load8_avx2(v, dt, ldv + k), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(ph[2]), kosmos2__load8_avx2(v, dt, 2 * ldv + k), a);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(ph[3]), kosmos2__load8_avx2(v, dt, 3 * ldv + k), a);
+            } else
+                for (r = 0; r < n; r++) a = _mm256_fmadd_ps(_mm256_set1_ps(ph[r]), kosmos2__load8_avx2(v, dt, r * ldv + k), a);
+            _mm256_storeu_ps(oh + d, a);
+        }
+        for (; d < hd; d++)
+            for (r = 0; r < n; r++) oh[d] = fmaf(ph[r], kosmos2__load_w(v, dt, r * ldv + h * hd + d), oh[d]);
     }
+}
+static KOSMOS2__T_AVX2 void kosmos2__pv_avx2(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt,
+                                             int nh, int64_t hd) {
+    if (dt == KOSMOS2__F16) kosmos2__pv_avx2_body(o, p, ldp, v, ldv, n, KOSMOS2__F16, nh, hd);
+    else kosmos2__pv_avx2_body(o, p, ldp, v, ldv, n, KOSMOS2__F32, nh, hd);
 }
 
 /* --------------------------------------------------------------------------- AVX-512 path -- */
@@ -4932,15 +4960,18 @@ static KOSMOS2__T_AVX512 void kosmos2__qk_avx512(float *p, int64_t ldp, const fl
         p[h * ldp] = kosmos2__fold16_avx512(a);
     }
 }
-static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64_t ldp, const void *v, int dt, int nh, int64_t hd) {
+static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n,
+                                                 int dt, int nh, int64_t hd) {
     int64_t d;
-    int h;
+    int h, r;
     for (h = 0; h < nh; h++) {
-        const __m512 ps = _mm512_set1_ps(p[h * ldp]);
         float *oh = o + h * hd;
-        for (d = 0; d < hd; d += 16) {
+        const float *ph = p + h * ldp;
+        for (d = 0; d < hd; d += 16) { /* 16 sums in a register over the n rows (masked at the end) */
             const __mmask16 m = hd - d >= 16 ? 0xffff : (__mmask16)((1u << (hd - d)) - 1);
-            _mm512_mask_storeu_ps(oh + d, m, _mm512_fmadd_ps(ps, kosmos2__load16m_avx512(v, dt, h * hd + d, m), _mm512_maskz_loadu_ps(m, oh + d)));
+            __m512 a = _mm512_maskz_loadu_ps(m, oh + d);
+            for (r = 0; r < n; r++) a = _mm512_fmadd_ps(_mm512_set1_ps(ph[r]), kosmos2__load16m_avx512(v, dt, r * ldv + h * hd + d, m), a);
+            _mm512_mask_storeu_ps(oh + d, m, a);
         }
     }
 }
@@ -6524,7 +6555,7 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
 #pragma omp parallel num_threads(n_threads) if (n_jobs * S * hd > 32768)
         {
             int tid = 0, nth = 1, h0, h1, h;
-            int64_t t, s, bytes;
+            int64_t t, s, j, bytes;
 #ifdef _OPENMP
             tid = omp_get_thread_num();
             nth = omp_get_num_threads();
@@ -6544,10 +6575,11 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
                 }
                 for (h = 0; h < h1 - h0; h++) kosmos2__softmax_row(p + h * S, n_keys);
                 memset(o, 0, (size_t)bytes / (size_t)es * sizeof(float));
-                for (s = 0; s < n_keys; s++) {
+                for (s = 0; s < n_keys; s += 4) { /* 4 rows per call (the sums stay in registers) */
                     const char *row = (const char *)v + (s * kv_stride + h0 * hd) * es;
-                    if (s + 2 < n_keys) kosmos2__prefetch_bytes(row + 2 * kv_stride * es, bytes);
-                    ks->pv(o, p + s, S, row, kv_dt, h1 - h0, hd);
+                    const int n = n_keys - s < 4 ? (int)(n_keys - s) : 4;
+                    for (j = 4; j < 8 && s + j < n_keys; j++) kosmos2__prefetch_bytes(row + j * kv_stride * es, bytes);
+                    ks->pv(o, p + s, S, row, kv_stride, n, kv_dt, h1 - h0, hd);
                 }
             }
         }

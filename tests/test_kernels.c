@@ -638,7 +638,7 @@ static void test_kernels_attention_rows(void) {
             double worst = 0;
             /* pv: S rows accumulated from 0, the scalar path; then its error against double */
             memset(ref, 0, sizeof ref);
-            for (s = 0; s < S; s++) kosmos2__pv_scalar(ref, p + s, LDP, (const char *)v + s * LD * es, kdt, NH, hd);
+            for (s = 0; s < S; s++) kosmos2__pv_scalar(ref, p + s, LDP, (const char *)v + s * LD * es, LD, 1, kdt, NH, hd);
             for (h = 0; h < NH; h++)
                 for (d = 0; d < hd; d++) {
                     double e = 0;
@@ -652,9 +652,14 @@ static void test_kernels_attention_rows(void) {
             for (isa = 0; isa <= best; isa++) {
                 kosmos2__kernels_set_isa(isa);
                 memset(o, 0, sizeof o);
-                for (s = 0; s < S; s++) kosmos2__kernel_table()->pv(o, p + s, LDP, (const char *)v + s * LD * es, kdt, NH, hd);
+                for (s = 0; s < S; s++) kosmos2__kernel_table()->pv(o, p + s, LDP, (const char *)v + s * LD * es, LD, 1, kdt, NH, hd);
                 if (memcmp(o, ref, (size_t)(NH * hd) * 4) != 0 && bad++ < 5)
                     CHECK(0, "%s pv dt %d hd=%lld differs from the scalar path", kosmos2__isa_name(isa), kdt, (long long)hd);
+                memset(o, 0, sizeof o); /* the rows in calls of 1..5 rows: the same bits */
+                for (s = 0; s < S; s += s % 5 + 1)
+                    kosmos2__kernel_table()->pv(o, p + s, LDP, (const char *)v + s * LD * es, LD, (int)(S - s < s % 5 + 1 ? S - s : s % 5 + 1), kdt, NH, hd);
+                if (memcmp(o, ref, (size_t)(NH * hd) * 4) != 0 && bad++ < 5)
+                    CHECK(0, "%s pv dt %d hd=%lld in blocks of rows differs from the scalar path", kosmos2__isa_name(isa), kdt, (long long)hd);
                 memset(sc, 0, sizeof sc);
                 kosmos2__kernel_table()->qk(sc, LDP, q, (const char *)v + 7 * LD * es, kdt, NH, hd);
                 if (memcmp(sc, scref, sizeof sc) != 0 && bad++ < 5)
