@@ -5305,6 +5305,19 @@ static int kosmos2__tile8_of(const kosmos2__mat *const *Ws, int64_t p, int64_t *
  * sized to stay in half the L2 cache (the weights, read once per chunk, stream from memory anyway).
  * One activation row (decoding): 1 x 8 tiles, those of all nm matrices in one static loop (each
  * thread streams one contiguous run of weights). */
+/* Activation rows m0 .. m1-1 times group p of the r8 matrices Ws (numbered across them, as
+ * kosmos2__tile8_of): tiles of QR rows, then single rows; gbytes: bytes per group. */
+static void kosmos2__r8_group(const kosmos2__kernel_set *ks, float *const *ys, const kosmos2__mat *const *Ws,
+                              const float *const *biases, const kosmos2__qacts *A, int64_t p, int64_t m0, int64_t m1,
+                              int QR, int64_t gbytes, int dt) {
+    int64_t t, m;
+    const int j = kosmos2__tile8_of(Ws, p, &t); /* group t of matrix j */
+    const int64_t N = Ws[j]->rows, G = N / 8;
+    const float *bias = biases[j] ? biases[j] + t * 8 : NULL;
+    const uint8_t *wg = (const uint8_t *)Ws[j]->data + t * gbytes;
+    for (m = m0; m + QR <= m1; m += QR) ks->r8full(ys[j] + m * N + t * 8, N, A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
+    for (; m < m1; m++) ks->r8row(ys[j] + m * N + t * 8, N, A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
+}
 static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const kosmos2__mat *const *Ws,
                               const float *const *biases, int nm, int n_threads, const kosmos2__kernel_set *ks) {
     const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
@@ -5356,24 +5369,24 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                     A.n8[m * A.rs + b] = 8 * (ns[8 * b] + ns[8 * b + 1] + ns[8 * b + 2] + ns[8 * b + 3] + ns[8 * b + 4] + ns[8 * b + 5] + ns[8 * b + 6] + ns[8 * b + 7]);
             }
         }
-        if (r8) { /* r8: the groups of 8 rows in a static loop (decoding: those of all nm
-                   * matrices at once), the N % 8 last rows as plain rows by the reference */
+        if (r8) { /* r8: the groups of 8 rows (decoding: those of all nm matrices at once) in a
+                   * static loop, or a guided one when decoding (on a shared host one thread
+                   * often runs slower for a while: full-size q8_0 decode steps took less time in
+                   * 8 of 10 interleaved pairs, by 1-14 %; q4_0 the same); then the N % 8 last
+                   * rows as plain rows by the reference. Who computes a group does not change
+                   * its bits. */
             for (m0 = 0; m0 < M; m0 += mc) {
                 const int64_t m1 = M - m0 < mc ? M : m0 + mc;
+                if (M == 1) {
+#ifdef _OPENMP
+#pragma omp for schedule(guided, 8)
+#endif
+                    for (p = 0; p < n8_all; p++) kosmos2__r8_group(ks, ys, Ws, biases, &A, p, m0, m1, QR, gbytes, dt);
+                } else {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (p = 0; p < n8_all; p++) {
-                    int64_t t, N, G;
-                    const uint8_t *wg;
-                    const float *bias;
-                    j = kosmos2__tile8_of(Ws, p, &t); /* group t of matrix j */
-                    N = Ws[j]->rows;
-                    G = N / 8;
-                    bias = biases[j] ? biases[j] + t * 8 : NULL;
-                    wg = (const uint8_t *)Ws[j]->data + t * gbytes;
-                    for (m = m0; m + QR <= m1; m += QR) ks->r8full(ys[j] + m * N + t * 8, N, &A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
-                    for (; m < m1; m++) ks->r8row(ys[j] + m * N + t * 8, N, &A, m, wg, 0, dt, bias, m == m0 && t + 1 < G ? gbytes : 0);
+                    for (p = 0; p < n8_all; p++) kosmos2__r8_group(ks, ys, Ws, biases, &A, p, m0, m1, QR, gbytes, dt);
                 }
             }
 #ifdef _OPENMP
