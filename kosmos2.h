@@ -516,9 +516,14 @@ void kosmos2_result_free(kosmos2_result *r);
  *     the buffer cannot be allocated);
  *   kosmos2_bench_fma_peak:    float32 flop/s of independent fused multiply-adds in registers, at
  *     the vector width the kernels use (best of 4; a multiply-add counts 2);
+ *   kosmos2_bench_int8_peak:   int8 multiply-adds/s (x 2) of the instruction the q8_0 / q4_0
+ *     kernels build on: vpdpbusd (AVX-512 VNNI: 64 per instruction), vpmaddubsw (AVX2: 32
+ *     products summed in pairs), integer multiply-adds (scalar); independent chains in registers,
+ *     best of 4. The limit for quantized matrix products, whose int8 work exceeds the float one;
  *   kosmos2_kernels_name:      the kernels' instruction set: "avx512", "avx2" or "scalar". */
 double kosmos2_bench_memory_read(int n_threads);
 double kosmos2_bench_fma_peak(int n_threads);
+double kosmos2_bench_int8_peak(int n_threads);
 const char *kosmos2_kernels_name(void);
 
 
@@ -4976,8 +4981,8 @@ static KOSMOS2__T_AVX512 void kosmos2__pv_avx512(float *o, const float *p, int64
     }
 }
 /* Machine probes (kosmos2_bench_*): the sum of p[0..n-1] read as 4 sequential streams (one per
- * quarter: one stream alone does not reach the memory bandwidth everywhere), and 16 independent
- * chains of FMAs in registers (16 x lanes x 2 flops per iteration). */
+ * quarter: one stream alone does not reach the memory bandwidth everywhere), and independent
+ * chains of FMAs in registers (AVX-512: 16, AVX2: 12; chains x lanes x 2 flops per iteration). */
 static KOSMOS2__T_AVX2 float kosmos2__probe_read_avx2(const float *p, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const int64_t q = n / 4;
@@ -5002,19 +5007,61 @@ static KOSMOS2__T_AVX512 float kosmos2__probe_fma_avx512(int64_t iters) {
     for (j = 1; j < 16; j++) a[0] = _mm512_add_ps(a[0], a[j]);
     return kosmos2__fold16_avx512(a[0]);
 }
+/* (AVX2: 12 chains, so that they and the two constants fit the 16 ymm registers: with 16, the
+ * compiler kept some in memory and the probe read 25 % low) */
 static KOSMOS2__T_AVX2 float kosmos2__probe_fma_avx2(int64_t iters) {
-    __m256 a[16];
+    __m256 a[12];
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
     float t[8];
     int64_t i;
     int j;
-    for (j = 0; j < 16; j++) a[j] = _mm256_set1_ps((float)j);
-    for (i = 0; i < iters; i++) _Pragma("GCC unroll 16") for (j = 0; j < 16; j++) a[j] = _mm256_fmadd_ps(a[j], m, c);
-    for (j = 1; j < 16; j++) a[0] = _mm256_add_ps(a[0], a[j]);
+    for (j = 0; j < 12; j++) a[j] = _mm256_set1_ps((float)j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 12") for (j = 0; j < 12; j++) a[j] = _mm256_fmadd_ps(a[j], m, c);
+    for (j = 1; j < 12; j++) a[0] = _mm256_add_ps(a[0], a[j]);
     _mm256_storeu_ps(t, a[0]);
     return t[0];
 }
+/* int8 peak: independent chains of the quantized kernels' multiply-add instruction (each result
+ * feeds the next: nothing can be hoisted) */
+static KOSMOS2__T_AVX512 int32_t kosmos2__probe_i8_avx512(int64_t iters) {
+    __m512i a[16];
+    const __m512i u = _mm512_set1_epi8(3), v = _mm512_set1_epi8(-2);
+    int64_t i;
+    int j;
+    for (j = 0; j < 16; j++) a[j] = _mm512_set1_epi32(j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 16") for (j = 0; j < 16; j++) a[j] = _mm512_dpbusd_epi32(a[j], u, v);
+    for (j = 1; j < 16; j++) a[0] = _mm512_add_epi32(a[0], a[j]);
+    return _mm_cvtsi128_si32(_mm512_castsi512_si128(a[0]));
+}
+static KOSMOS2__T_AVX2 int32_t kosmos2__probe_i8_avx2(int64_t iters) { /* (12 chains: see the FMA probe) */
+    __m256i a[12];
+    const __m256i v = _mm256_set1_epi8(-2);
+    int64_t i;
+    int j;
+    for (j = 0; j < 12; j++) a[j] = _mm256_set1_epi16((short)j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 12") for (j = 0; j < 12; j++) a[j] = _mm256_maddubs_epi16(a[j], v);
+    for (j = 1; j < 12; j++) a[0] = _mm256_add_epi16(a[0], a[j]);
+    return _mm_cvtsi128_si32(_mm256_castsi256_si128(a[0]));
+}
 #endif /* KOSMOS2__X86 */
+
+/* int8 operations (2 per multiply-add) of one kosmos2__probe_i8(iters) */
+static double kosmos2__probe_i8_ops(int64_t iters) {
+    const int isa = kosmos2__kernels_isa();
+    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 64 : isa == KOSMOS2__ISA_AVX2 ? 12 * 32 : 16 * 8);
+}
+static int32_t kosmos2__probe_i8(int64_t iters) {
+    int32_t a[16][8];
+    int64_t i;
+    int j, l;
+#ifdef KOSMOS2__X86
+    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX512) return kosmos2__probe_i8_avx512(iters);
+    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX2) return kosmos2__probe_i8_avx2(iters);
+#endif
+    for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = j + l;
+    for (i = 0; i < iters; i++) for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = (int32_t)((uint32_t)a[j][l] * 3u + 1u);
+    return a[0][0] + a[15][7];
+}
 
 /* The portable probes (see above): 4 streams; 16 chains of 8 lanes. */
 static float kosmos2__probe_read(const float *p, int64_t n) {
@@ -5030,7 +5077,7 @@ static float kosmos2__probe_read(const float *p, int64_t n) {
 /* flops of one kosmos2__probe_fma(iters) */
 static double kosmos2__probe_fma_flops(int64_t iters) {
     const int isa = kosmos2__kernels_isa();
-    return (double)iters * 2 * 16 * (isa == KOSMOS2__ISA_AVX512 ? 16 : 8);
+    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 16 : isa == KOSMOS2__ISA_AVX2 ? 12 * 8 : 16 * 8);
 }
 static float kosmos2__probe_fma(int64_t iters) {
     float a[16][8];
@@ -5147,6 +5194,28 @@ double kosmos2_bench_fma_peak(int n_threads) {
         }
         t = kosmos2__now_ms() - t0;
         if (t > 0 && kosmos2__probe_fma_flops(iters) * nt / (t * 1e-3) > best) best = kosmos2__probe_fma_flops(iters) * nt / (t * 1e-3);
+    }
+    (void)sink;
+    return best;
+}
+double kosmos2_bench_int8_peak(int n_threads) {
+    const int64_t iters = kosmos2__kernels_isa() == KOSMOS2__ISA_SCALAR ? 2000000 : 20000000; /* ~0.1 s per run */
+    const int nt = kosmos2__bench_threads(n_threads);
+    double best = 0;
+    volatile int32_t sink = 0;
+    int rep;
+    (void)nt; /* (without OpenMP) */
+    for (rep = 0; rep < 4; rep++) {
+        const double t0 = kosmos2__now_ms();
+        double t;
+#pragma omp parallel num_threads(nt)
+        {
+            const int32_t s = kosmos2__probe_i8(iters);
+#pragma omp atomic
+            sink += s;
+        }
+        t = kosmos2__now_ms() - t0;
+        if (t > 0 && kosmos2__probe_i8_ops(iters) * nt / (t * 1e-3) > best) best = kosmos2__probe_i8_ops(iters) * nt / (t * 1e-3);
     }
     (void)sink;
     return best;

@@ -1215,11 +1215,11 @@ static double peak_rss_mb(void) {
 }
 
 /* The machine probes in a child process (its 1 GiB buffer does not count in this process's peak
- * RSS, and no OpenMP threads exist yet in the parent). *bw, *peak stay 0 when that fails. */
-static void probe_in_child(int threads, double *bw, double *peak) {
+ * RSS, and no OpenMP threads exist yet in the parent). *bw, *peak, *peak8 stay 0 when that fails. */
+static void probe_in_child(int threads, double *bw, double *peak, double *peak8) {
     int fd[2];
     pid_t pid;
-    double v[2] = {0, 0};
+    double v[3] = {0, 0, 0};
     if (pipe(fd) != 0) return;
     fflush(stdout);
     fflush(stderr);
@@ -1228,10 +1228,11 @@ static void probe_in_child(int threads, double *bw, double *peak) {
         close(fd[0]);
         v[0] = kosmos2_bench_memory_read(threads);
         v[1] = kosmos2_bench_fma_peak(threads);
+        v[2] = kosmos2_bench_int8_peak(threads);
         _exit(write(fd[1], v, sizeof v) == (ssize_t)sizeof v ? 0 : 1);
     }
     close(fd[1]);
-    if (pid > 0 && read(fd[0], v, sizeof v) == (ssize_t)sizeof v) { *bw = v[0]; *peak = v[1]; }
+    if (pid > 0 && read(fd[0], v, sizeof v) == (ssize_t)sizeof v) { *bw = v[0]; *peak = v[1]; *peak8 = v[2]; }
     close(fd[0]);
     if (pid > 0) waitpid(pid, NULL, 0);
 }
@@ -1254,7 +1255,8 @@ static int cmd_bench(int argc, char **argv) {
     kosmos2_context *ctx = NULL;
     kosmos2_image img;
     kosmos2_result res;
-    double bw = 0, peak = 0, t0, t_load, t_warm, t_end, rss, vis_flop, pre_flop, dec_bytes = 0, weight_bytes = 0;
+    double bw = 0, peak = 0, peak8 = 0, t0, t_load, t_warm, t_end, rss, vis_flop, pre_flop, dec_bytes = 0, weight_bytes = 0;
+    int vis_q = 0, txt_q = 0; /* vision / text matrices quantized (q8_0, q4_0): their limit is the int8 peak */
     double beside[3] = {0, 0, 0}, beside_gbs[3] = {0, 0, 0};
     float *logits = NULL;
     int n_beside = 0;
@@ -1282,8 +1284,8 @@ static int cmd_bench(int argc, char **argv) {
     if ((rc = check_model_path(model_path)) != 0) return rc;
     signal(SIGINT, on_sigint);
     if (limits) { /* the limits: the best of a probe before and one after the run (other load on the machine lowers them) */
-        fprintf(stderr, "kosmos2 bench: measuring the machine (memory read, FMA peak)...\n");
-        probe_in_child(threads, &bw, &peak);
+        fprintf(stderr, "kosmos2 bench: measuring the machine (memory read, FMA and int8 peaks)...\n");
+        probe_in_child(threads, &bw, &peak, &peak8);
     }
     t0 = now_ms();
     mp.n_threads = threads;
@@ -1332,17 +1334,21 @@ static int cmd_bench(int argc, char **argv) {
             kosmos2_model_tensor(model, i, &ti);
             weight_bytes += (double)ti.nbytes;
             if (!strncmp(ti.name, "text_model.", 11)) dec_bytes += (double)ti.nbytes;
+            if (ti.dtype && ti.dtype[0] == 'q' && !strncmp(ti.name, "vision_model.", 13)) vis_q = 1;
+            if (ti.dtype && ti.dtype[0] == 'q' && !strncmp(ti.name, "text_model.", 11)) txt_q = 1;
         }
     }
     t_end = now_ms();
     rss = peak_rss_mb(); /* (the model's: the first probe ran in a child, the second comes after this) */
     if (limits) {
-        double bw2, peak2;
+        double bw2, peak2, peak82;
         fprintf(stderr, "kosmos2 bench: measuring the machine again...\n");
         bw2 = kosmos2_bench_memory_read(kosmos2_context_n_threads(ctx));
         peak2 = kosmos2_bench_fma_peak(kosmos2_context_n_threads(ctx));
+        peak82 = kosmos2_bench_int8_peak(kosmos2_context_n_threads(ctx));
         if (bw2 > bw) bw = bw2;
         if (peak2 > peak) peak = peak2;
+        if (peak82 > peak8) peak8 = peak82;
         /* decode beside the probe: 3 rounds of (probe, 8 decode steps), so that the host's drift
          * between a probe and the stage it is compared with stays out of the ratio */
         fprintf(stderr, "kosmos2 bench: decode steps interleaved with the memory probe...\n");
@@ -1363,15 +1369,17 @@ static int cmd_bench(int argc, char **argv) {
     }
     printf("kosmos2 %s bench: %s (%.2f GB of weights), %d threads, kernels %s\n", KOSMOS2_VERSION, model_path,
            weight_bytes / 1e9, kosmos2_context_n_threads(ctx), kosmos2_kernels_name());
-    if (limits) printf("machine            memory read %.1f GB/s, float32 FMA peak %.1f GFLOP/s (best of a probe before and after the run)\n", bw / 1e9, peak / 1e9);
+    if (limits) printf("machine            memory read %.1f GB/s, float32 FMA peak %.1f GFLOP/s, int8 multiply-add peak %.1f GOP/s (best of a probe before and after the run)\n", bw / 1e9, peak / 1e9, peak8 / 1e9);
     printf("load             %8.1f ms\n", t_load);
     printf("warm-up run      %8.1f ms   (first touch of the weights, 2 new tokens)\n", t_warm);
     printf("preprocess       %8.1f ms   (%dx%d image)\n", res.t_preprocess_ms, img.width, img.height);
     printf("vision           %8.1f ms   %6.1f GFLOP/s", res.t_vision_ms, vis_flop / res.t_vision_ms * 1e-6);
     if (limits && peak > 0) printf(" = %3.0f%% of FMA peak", 100 * vis_flop / (res.t_vision_ms * 1e-3) / peak);
+    if (limits && vis_q && peak8 > 0) printf(", %3.0f%% of int8 peak", 100 * vis_flop / (res.t_vision_ms * 1e-3) / peak8);
     printf("\nresampler        %8.1f ms\n", res.t_resampler_ms);
     printf("prefill          %8.1f ms   %6.1f GFLOP/s", res.t_prefill_ms, pre_flop / res.t_prefill_ms * 1e-6);
     if (limits && peak > 0) printf(" = %3.0f%% of FMA peak", 100 * pre_flop / (res.t_prefill_ms * 1e-3) / peak);
+    if (limits && txt_q && peak8 > 0) printf(", %3.0f%% of int8 peak", 100 * pre_flop / (res.t_prefill_ms * 1e-3) / peak8);
     printf(" (%d tokens)\n", res.n_prompt);
     if (res.n_decode > 1) {
         double per = res.t_decode_ms / (res.n_decode - 1);
@@ -1426,7 +1434,8 @@ static void print_help(FILE *f) {
         "  kosmos2 bench -m DIR|FILE [-i IMAGE] [-p PROMPT] [-t N] [-n N] [--no-limits]\n"
         "                           time each stage (load, preprocess, vision, resampler, prefill,\n"
         "                           decode, end to end, peak RSS) as fractions of the machine's memory\n"
-        "                           read bandwidth and FMA peak, measured before and after the run, then\n"
+        "                           read bandwidth and FMA peak (and int8 peak for q8_0/q4_0 matrices),\n"
+        "                           measured before and after the run, then\n"
         "                           3 x 8 more decode steps each right after a memory probe (5-10 s in\n"
         "                           all; --no-limits skips them); default image: a synthetic 1024x1024,\n"
         "                           32 new tokens, no n-gram ban\n"

@@ -153,8 +153,8 @@ static void test_kernels_quantize_q8_0(void) {
           "dequantized %g %g %g %g %g %g %g", y[0], y[2], y[3], y[4], y[64], y[65], y[66]);
 }
 
-/* The machine probe of `kosmos2 bench`: a positive flop rate on one thread for every path (the
- * memory probe needs 1 GiB: exercised by make bench only), and the kernels' name. */
+/* The machine probes of `kosmos2 bench`: positive float and int8 rates on one thread for every
+ * path (the memory probe needs 1 GiB: exercised by make bench only), and the kernels' name. */
 static void test_kernels_probes(void) {
     int isa, best = kosmos2__kernels_set_isa(-1);
     for (isa = KOSMOS2__ISA_SCALAR; isa <= best; isa++) {
@@ -162,6 +162,8 @@ static void test_kernels_probes(void) {
         kosmos2__kernels_set_isa(isa);
         f = kosmos2_bench_fma_peak(1);
         CHECK(f > 1e8 && f < 1e13, "%s: FMA peak %.3g flop/s", kosmos2__isa_name(isa), f);
+        f = kosmos2_bench_int8_peak(1);
+        CHECK(f > 1e8 && f < 1e14, "%s: int8 peak %.3g op/s", kosmos2__isa_name(isa), f);
         CHECK(!strcmp(kosmos2_kernels_name(), kosmos2__isa_name(isa)), "kernels name %s, want %s", kosmos2_kernels_name(), kosmos2__isa_name(isa));
     }
     kosmos2__kernels_set_isa(-1);
