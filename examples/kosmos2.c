@@ -1334,8 +1334,8 @@ static int cmd_bench(int argc, char **argv) {
             kosmos2_model_tensor(model, i, &ti);
             weight_bytes += (double)ti.nbytes;
             if (!strncmp(ti.name, "text_model.", 11)) dec_bytes += (double)ti.nbytes;
-            if (ti.dtype && ti.dtype[0] == 'q' && !strncmp(ti.name, "vision_model.", 13)) vis_q = 1;
-            if (ti.dtype && ti.dtype[0] == 'q' && !strncmp(ti.name, "text_model.", 11)) txt_q = 1;
+            if (ti.dtype && (ti.dtype[0] == 'q' || ti.dtype[0] == 'Q') && !strncmp(ti.name, "vision_model.", 13)) vis_q = 1;
+            if (ti.dtype && (ti.dtype[0] == 'q' || ti.dtype[0] == 'Q') && !strncmp(ti.name, "text_model.", 11)) txt_q = 1;
         }
     }
     t_end = now_ms();
