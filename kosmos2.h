@@ -3873,14 +3873,14 @@ typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
  *       to 0, each o[d] is summed in increasing s with fused multiply-adds from 0 (every path,
  *       any n: the same bits). */
 typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd);
+typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
+                               int64_t hd);
 /* One row's LayerNorm: o [n] = (v - mean) / sqrt(var + eps) * w + b, v [n] (o may be v). Mean and
  * variance in double, each a sum in 8 interleaved partial sums (element i into sum i mod 8, the
  * variance's by fused multiply-adds), folded ((0+1)+(2+3))+((4+5)+(6+7)); then per element
  * fmaf((float)(v - mean) * inv, w, b) with inv = (float)(1 / sqrt(var + eps)). Every path: the
  * same bits (explicit fused operations, so no compiler contraction can tell them apart). */
 typedef void (*kosmos2__lnorm_fn)(float *o, const float *v, int64_t n, const float *w, const float *b, float eps);
-typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
-                               int64_t hd);
 /* dst [n] = src [n] rounded to float16 (nearest even; overflow -> inf; NaN -> 0x7e00 with its
  * sign): kosmos2__f32_to_f16's bits on every path (a float16 KV cache). */
 typedef void (*kosmos2__narrow_fn)(uint16_t *dst, const float *src, int64_t n);
