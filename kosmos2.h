@@ -5060,7 +5060,7 @@ static int32_t kosmos2__probe_i8(int64_t iters) {
 #endif
     for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = j + l;
     for (i = 0; i < iters; i++) for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = (int32_t)((uint32_t)a[j][l] * 3u + 1u);
-    return a[0][0] + a[15][7];
+    return (int32_t)((uint32_t)a[0][0] + (uint32_t)a[15][7]);
 }
 
 /* The portable probes (see above): 4 streams; 16 chains of 8 lanes. */
