@@ -4135,18 +4135,22 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__tile_avx2_body(float *y, int64_t l
                                                              const kosmos2__pf *pf, const int R, const int C) {
     __m256 lo[2][3], hi[2][3];
     float xt[2][16], wt[3][16];
-    int64_t k;
+    int64_t k, pn = pf ? pf->n : 0, prow = pf ? pf->row : 0, poff = pf ? pf->off : 0;
     int r, c;
     const int es = dt == KOSMOS2__F32 ? 4 : 2;
-    (void)pf; /* (pf unused: one row of float16/bfloat16 weights prefetches the next panel itself; a
-               * 2048-wide row is one 4 KB page, which the hardware prefetchers do not run ahead
-               * of: +7..30 % GB/s decoding 6144 x 2048 bf16 / f16 from DRAM on Zen 3, 2 threads;
-               * float32 weights showed no clear gain) */
+    /* (one row of float16/bfloat16 weights prefetches the next panel itself; a 2048-wide row is
+     * one 4 KB page, which the hardware prefetchers do not run ahead of: +7..30 % GB/s decoding
+     * 6144 x 2048 bf16 / f16 from DRAM on Zen 3, 2 threads; float32 weights showed no clear gain) */
     KOSMOS2__UNROLL for (r = 0; r < R; r++) KOSMOS2__UNROLL for (c = 0; c < C; c++) {
         lo[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16) : _mm256_setzero_ps();
         hi[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16 + 8) : _mm256_setzero_ps();
     }
     for (k = 0; k + 16 <= K; k += 16) {
+        if (pn > 0) { /* one line of the next weight block per step (see kosmos2__next_block) */
+            _mm_prefetch((const char *)pf->base + prow * pf->stride + poff * 64, _MM_HINT_T1);
+            pn--;
+            if (++poff == pf->per_row) { poff = 0; prow++; }
+        }
         if (R == 1 && dt != KOSMOS2__F32) { /* decoding: the next panel's bytes (rows are contiguous) at the same pace */
             const char *q = (const char *)w + C * ldw * es + C * k * es;
             _mm_prefetch(q, _MM_HINT_T0);
@@ -5244,22 +5248,26 @@ static void kosmos2__panel_float(const kosmos2__kernel_set *ks, float *y, int64_
                                  const float *bias, float *part, int flags, const kosmos2__next_block *next) {
     const int64_t es = dt == KOSMOS2__F32 ? 4 : 2, C = ks->C;
     int64_t m = 0, j;
-    if (c == C && dt == KOSMOS2__F32)
+    if (c == C && dt == KOSMOS2__F32 && M >= ks->R) {
+        /* tile t of T = M / R prefetches lines floor(lines * t / T) .. floor(lines * (t+1) / T) - 1
+         * of the next block, counted without a division per tile (the error term e = lines * t mod T) */
+        const int64_t T = M / ks->R, per_row = next ? (next->bytes + 63) / 64 : 0, lines = next ? per_row * next->rows : 0;
+        int64_t e = 0;
+        kosmos2__pf pf;
+        pf.base = next ? next->base : NULL;
+        pf.stride = next ? next->stride : 0;
+        pf.per_row = per_row;
+        pf.row = pf.off = pf.n = 0;
         for (; m + ks->R <= M; m += ks->R) {
-            kosmos2__pf pf, *pfp = NULL;
-            if (next && next->rows > 0) { /* slice m / R of M / R of the next block's lines */
-                const int64_t per_row = (next->bytes + 63) / 64, lines = per_row * next->rows, T = M / ks->R;
-                const int64_t l0 = lines * (m / ks->R) / T, l1 = lines * (m / ks->R + 1) / T;
-                pf.base = next->base;
-                pf.stride = next->stride;
-                pf.per_row = per_row;
-                pf.row = l0 / per_row;
-                pf.off = l0 - pf.row * per_row;
-                pf.n = l1 - l0;
-                pfp = &pf;
-            }
-            ks->full(y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags, pfp);
+            pf.off += pf.n; /* this slice starts where the last one ended */
+            while (pf.off >= per_row && per_row > 0) { pf.off -= per_row; pf.row++; }
+            pf.n = lines / T;
+            e += lines % T;
+            if (e >= T) { e -= T; pf.n++; }
+            ks->full(y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags,
+                     lines > 0 ? &pf : NULL);
         }
+    }
     if (c == C && dt == KOSMOS2__F32 && M - m > 1 && M - m < ks->R && ks->fewer[M - m]) { /* the last rows */
         ks->fewer[M - m](y + m * ldy, ldy, x + m * ldx, ldx, w, ldw, dt, kc, bias, part ? part + m * C * 16 : NULL, flags,
                          NULL);
