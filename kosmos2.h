@@ -6945,10 +6945,10 @@ static int kosmos2__vision_layer_fwd(const kosmos2_model *m, const kosmos2__visi
     int rc;
     int hd = c->vision_hidden / c->vision_heads;
     float scale = (float)pow((double)hd, -0.5);
+    float *const qkv[3] = {q, k, v};
+    const kosmos2__linear *const lqkv[3] = {&L->q, &L->k, &L->v};
     kosmos2__layernorm(a, h, N, Dv, &L->ln1, c->vision_eps, nt);
-    if ((rc = kosmos2__linear_fwd(q, a, N, &L->q, nt)) != 0) return rc;
-    if ((rc = kosmos2__linear_fwd(k, a, N, &L->k, nt)) != 0) return rc;
-    if ((rc = kosmos2__linear_fwd(v, a, N, &L->v, nt)) != 0) return rc;
+    if ((rc = kosmos2__linear3_fwd(qkv, a, N, lqkv, nt)) != 0) return rc;
     if ((rc = kosmos2__attention(ctx, q, Dv, scale, k, v, KOSMOS2__F32, Dv, N, N, c->vision_heads, hd, 0, 0, nt)) != 0) return rc;
     if ((rc = kosmos2__linear_fwd(a, ctx, N, &L->o, nt)) != 0) return rc;
     kosmos2__add(h, a, N * Dv, nt);
