@@ -1,5 +1,6 @@
 # kosmos2.h build: `make` builds build/kosmos2 (the CLI) and build/minimal, `make test` runs the tests.
 #   make test | asan | ubsan    unit + CLI tests (asan/ubsan also build the CLI with the sanitizer)
+#   make test-clang             the same tests built by clang
 #   make demo [MODEL=DIR]       download the official checkpoint (or use DIR) and annotate snowman.jpg
 #   make bench [FULLSIZE=DIR]   per-stage speed on a full-size random checkpoint, vs the machine's limits
 #   make check-fullsize         the model tests on that checkpoint (against its transformers references)
@@ -71,6 +72,20 @@ asan: build/test-asan build/kosmos2-asan build/minimal-asan
 ubsan: build/test-ubsan build/kosmos2-ubsan build/minimal-ubsan
 	KOSMOS2_CLI=build/kosmos2-ubsan KOSMOS2_MINIMAL=build/minimal-ubsan ./build/test-ubsan
 
+# the unit + CLI tests built by clang (the kernels' pragmas and intrinsics meet another compiler)
+CLANG ?= clang
+build/test-clang: $(TESTSRC) $(HDRS) | build
+	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ tests/test_main.c $(LDLIBS)
+
+build/kosmos2-clang: examples/kosmos2.c $(HDRS) | build
+	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ examples/kosmos2.c $(LDLIBS)
+
+build/minimal-clang: examples/minimal.c $(HDRS) | build
+	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ examples/minimal.c $(LDLIBS)
+
+test-clang: build/test-clang build/kosmos2-clang build/minimal-clang
+	KOSMOS2_CLI=build/kosmos2-clang KOSMOS2_MINIMAL=build/minimal-clang ./build/test-clang
+
 # Fetch microsoft/kosmos-2-patch14-224 into MODEL (skipping complete files) and draw snowman.jpg's
 # entities into snowman_annotated.png. Offline: make demo MODEL=/path/to/a/local/copy
 demo: build/kosmos2
@@ -115,4 +130,4 @@ tsan: build/test-tsan
 clean:
 	rm -rf build
 
-.PHONY: all test asan ubsan tsan fuzz demo bench check-fullsize test-libjpeg clean
+.PHONY: all test test-clang asan ubsan tsan fuzz demo bench check-fullsize test-libjpeg clean
