@@ -3488,9 +3488,9 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  activation rows by a register tile of R x C 16-lane accumulators (AVX-512: 4 x 6 = 24 zmm;
  *  AVX2: 2 x 3 pairs of ymm). Between blocks the accumulators are parked in a per-thread buffer
  *  [M, C, 16] (each lane keeps its k's, so the order stays the canonical one). Activations are
- *  taken in chunks of about the L2 cache's size (CPUID; 1 MB when unknown), which stay in L2
- *  while all the panels pass (on the test machine 2 MB chunks, against 1 MB: +12% for
- *  71 x 8192 -> 2048); the next weight block is prefetched a slice at a time between tiles.
+ *  taken in chunks of about half the L2 cache's size (CPUID; 1 MB when unknown), which stay in
+ *  L2 while all the panels pass (the weights stream through the other half); the next weight
+ *  block is prefetched a slice at a time between tiles.
  *  Float32 weights are not copied (the copy cost more than it saved: +3-17 % without it on
  *  the model's shapes, AVX2 and AVX-512): the tiles read them as stored, in the same blocks of
  *  K (a block [C, KB] stays in L1 while the chunk's rows pass; all of K at once read each
@@ -5294,8 +5294,12 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     const int many = M >= ks->R && ks->R > 1;
     const int64_t kb = many ? (K < ks->KB ? K : ks->KB) : K;
     const int64_t ldb = kb + 16; /* buffer row stride: +64 bytes, so rows do not share L1 sets */
-    /* activation rows per chunk: a chunk's rows over one block of K stay in about the L2 size */
-    int64_t chunks = (M * kb * 4) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0, ldx = K;
+    /* activation rows per chunk: a chunk's rows over one block of K take about half the L2 (the
+     * weights stream through it as well; a 2 x 3 tile whose rows come from L2 runs at half speed
+     * once they spill: Zen 3, 512 KB L2, half against all of it, medians of 6 interleaved runs:
+     * 257x1024->4096 +4-5 %, 71x2048->8192 +2-6 %, 257x4096->1024 +0-1 %, 71x8192->2048 -2..+1 %;
+     * not re-measured on AVX-512 machines, where chunks of the whole L2 had beaten a fixed 1 MB) */
+    int64_t chunks = (M * kb * 4 * 2) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0, ldx = K;
     /* many rows with K a multiple of 1024 (rows 4 KiB apart): the R rows of a tile would share
      * L1 sets; a copy with rows 64 bytes longer avoids that (without memory: x as it is) */
     float *xpad = many && K % 1024 == 0 ? (float *)kosmos2__alloc((size_t)(M * (K + 16)) * sizeof(float)) : NULL;
