@@ -6645,7 +6645,7 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
          * products then need no tail: the same bits, as a tail adds 0 * 0 to its lanes too) */
         const int64_t S16 = (S + 15) / 16 * 16;
         int64_t per = T * hd * 2 + S16 * hd * 2 + T * S16 + hd, h;
-        float *all = (float *)kosmos2__calloc((size_t)(per * H), sizeof(float)); /* [H, per] scratch */
+        float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
         if (!all) return KOSMOS2_E_NOMEM;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (T * S * hd * H >= ((int64_t)1 << 18))
         for (h = 0; h < H; h++) {
@@ -6664,6 +6664,8 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
                 else kosmos2__kv_widen(ks, vr, v, kv_dt, s * kv_stride + h * hd, hd);
                 for (d = 0; d < hd; d++) vt[d * S16 + s] = vs[d];
             }
+            memset(kh + S * hd, 0, (size_t)((S16 - S) * hd) * sizeof(float)); /* the padding keys and values */
+            for (d = 0; d < hd && S16 > S; d++) memset(vt + d * S16 + S, 0, (size_t)(S16 - S) * sizeof(float));
             kosmos2__matmul(p, qh, T, &km, NULL, 1); /* scores = Q K^T (0 for the padding keys) */
             for (t = 0; t < T; t++) {
                 int64_t n_keys = causal ? causal_base + t + 1 : S;
