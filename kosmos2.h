@@ -3510,7 +3510,9 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  rows interleaved (a row per lane), each group of 8 weight rows is unpacked to bytes once per
  *  chunk of activation rows, and a column tile takes 8 activation rows x 4 weight rows with one
  *  broadcast of 4 weight bytes per multiply (kosmos2__r8cols_avx2: Zen 3, the four vision/prefill
- *  shapes, one thread: 180 GOP/s = 59 % of the maddubs peak, against 147 for the 4 x 8 tiles).
+ *  shapes, one thread: 180 GOP/s = 59 % of the maddubs peak, against 147 for the 4 x 8 tiles);
+ *  q8_0r8 likewise (|w| and w unpacked: 111 against 105 GOP/s, 37 %: 4 vector operations per
+ *  maddubs cap it near half the peak on AVX2).
  *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
 
 /* Q4_0R8 / Q8_0R8: q4_0 / q8_0 blocks interleaved 8 rows at a time (DATA LAYOUTS above). */
@@ -3858,12 +3860,12 @@ typedef struct {
     int8_t *q;       /* [M, rs*32] quantized values in [-127, 127] */
     int32_t *ns;     /* [M, rs*8] minus the sum of each group of 4 quantized values */
     int32_t *n8;     /* [M, rs] -8 * the sum of each block's 32 values (q4_0r8 only, else NULL) */
-    /* q4_0r8 with at least 8 rows and a kernel set with r8cols (else NULL): the same values with
+    /* r8 types with at least 8 rows and a kernel set with r8cols (else NULL): the same values with
      * 8 rows interleaved (rows 8g .. 8g+7 = group g; rows past M are zeros), one register per
      * 4 values of 8 rows, as the column tiles want them */
     int8_t *qi;      /* [ceil(M/8), nb, 8 chunks j, 8 rows, 4] values 4j .. 4j+3 of block b of each row */
     float *di;       /* [ceil(M/8), nb, 8 rows] the scales */
-    int32_t *n8i;    /* [ceil(M/8), nb, 8 rows] n8 */
+    int32_t *n8i;    /* [ceil(M/8), nb, 8 rows] n8 (q4_0r8 only) */
 } kosmos2__qacts;
 /* scale of block b of activation row m */
 #define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->rsp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
@@ -3876,15 +3878,17 @@ typedef void (*kosmos2__qtile_fn)(float *y, int64_t ldy, const kosmos2__qacts *A
 /* Quantize activation row x[0..K-1] (K = 32 * A->nb) into row m of A: the bytes of
  * kosmos2__quantize_row_q8_0 (every path gives the same, the tests check it). */
 typedef void (*kosmos2__qact_fn)(const float *x, kosmos2__qacts *A, int64_t m);
-/* q4_0r8 column tiles (many activation rows): one group of 8 weight rows is first unpacked, by
- * r8unpack, from its nb units at wg into wu [nb, 8 chunks j, 8 rows, 4] (the nibbles as bytes
- * 0 .. 15: chunk j < 4 the low nibbles of unit chunk j, j >= 4 the high ones of chunk j - 4)
- * and wd [nb, 8] (the scales as float32); then r8cols multiplies activation group g of A (qi:
- * 8 rows, a row per lane) by it: y[l * ldy + r] for rows l < rows (<= 8) and weight rows r < 8,
- * + bias[r] (or + 0). The r8 canonical sum, so the bits of r8full / r8row. */
-typedef void (*kosmos2__r8unpack_fn)(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd);
+/* r8 column tiles (many activation rows): one group of 8 weight rows is first unpacked, by
+ * r8unpack, from its nb units at wg into wu and wd [nb, 8] (the scales as float32). q4_0r8: wu
+ * [nb, 8 chunks j, 8 rows, 4] (the nibbles as bytes 0 .. 15: chunk j < 4 the low nibbles of unit
+ * chunk j, j >= 4 the high ones of chunk j - 4); q8_0r8: wu [nb, 8 chunks j, 2, 8 rows, 4]
+ * (|w| as unsigned bytes, then w). Then r8cols multiplies activation group g of A (qi: 8 rows,
+ * a row per lane) by it: y[l * ldy + r] for rows l < rows (<= 8) and weight rows r < 8, +
+ * bias[r] (or + 0). The r8 canonical sum, so the bits of r8full / r8row. */
+#define KOSMOS2__R8_WU(q8) ((q8) ? 512 : 256) /* bytes of wu per block */
+typedef void (*kosmos2__r8unpack_fn)(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8);
 typedef void (*kosmos2__r8cols_fn)(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
-                                   const uint8_t *wu, const float *wd, const float *bias);
+                                   const uint8_t *wu, const float *wd, const float *bias, int q8);
 
 /* Element-wise math in place on x [n]: exp, or an activation (see kosmos2__vm_ref). */
 enum { KOSMOS2__VM_EXP, KOSMOS2__VM_GELU, KOSMOS2__VM_QUICK_GELU, KOSMOS2__VM_SILU };
@@ -3927,7 +3931,7 @@ typedef struct {
     kosmos2__qtile_fn qrow8; /* 1 x 8 tile for single-row products (or NULL) */
     int R8;                  /* r8 types: r8full takes R8 activation rows x one group of 8 weight rows, */
     kosmos2__qtile_fn r8full, r8row; /* r8row 1 x 8 (w: the group's first unit; y: 8 outputs per row) */
-    kosmos2__r8unpack_fn r8unpack;   /* q4_0r8 column tiles for 8 or more rows (or NULL: r8full) */
+    kosmos2__r8unpack_fn r8unpack;   /* r8 column tiles for 8 or more rows (or NULL: r8full) */
     kosmos2__r8cols_fn r8cols;
     kosmos2__vmath_fn vmath;
     kosmos2__qk_fn qk;
@@ -4437,10 +4441,21 @@ static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_row(float *y, int64_t ldy, cons
  * multiply-add per weight row. 4 weight rows per pass (4 + 4 accumulators), two passes per
  * group. On Zen 3 (one core, data in L1) 66-72 % of the maddubs peak against 53-55 % for the
  * 4 x 8 r8full tile, which unpacks every block for every 4 rows and spills registers. */
-static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd) {
+static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8) {
     const __m256i m4 = _mm256_set1_epi8(15);
     int64_t b;
     int c;
+    if (q8) {
+        for (b = 0; b < nb; b++, wg += KOSMOS2__R8_UNIT(1), wu += 512, wd += 8) {
+            _mm256_storeu_ps(wd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg)));
+            KOSMOS2__UNROLL for (c = 0; c < 8; c++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * c));
+                _mm256_storeu_si256((__m256i *)(wu + 64 * c), _mm256_abs_epi8(v));
+                _mm256_storeu_si256((__m256i *)(wu + 64 * c + 32), v);
+            }
+        }
+        return;
+    }
     for (b = 0; b < nb; b++, wg += KOSMOS2__R8_UNIT(0), wu += 256, wd += 8) {
         _mm256_storeu_ps(wd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg)));
         KOSMOS2__UNROLL for (c = 0; c < 4; c++) {
@@ -4450,14 +4465,62 @@ static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb
         }
     }
 }
-static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
-                                                 const uint8_t *wu, const float *wd, const float *bias) {
+/* q8_0r8: per (weight row, 4 values) maddubs(|w|, sign(a, w)) and madd to int32 at once (two
+ * int16 pair sums of up to 2 * 128 * 127 would overflow): 4 vector operations per maddubs, so
+ * at most half the maddubs peak on 4 pipes (Zen 3, one core, data in L1: 44-46 % against 36 %
+ * for the 4 x 8 r8full tile). */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_q8_avx2(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
+                                                             const uint8_t *wu, const float *wd, const float *bias) {
     const __m256i ones = _mm256_set1_epi16(1);
     const int64_t nb = A->nb;
     const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
     const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
-    const int32_t *an0 = A->n8i + g * nb * 8;  /* [nb, 8] */
     int h, r, j, l;
+    for (h = 0; h < 2; h++) { /* weight rows 4h .. 4h+3 */
+        __m256 acc[4];
+        const int8_t *aq = aq0;
+        const uint8_t *w = wu + 16 * h;
+        int64_t b;
+        KOSMOS2__UNROLL for (r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
+        for (b = 0; b < nb; b++, aq += 256, w += 512) {
+            __m256i is[4];
+            __m256 da = _mm256_loadu_ps(ad0 + b * 8);
+            KOSMOS2__UNROLL for (j = 0; j < 8; j++) {
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(aq + 32 * j));
+                KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
+                    const __m256i wa = kosmos2__bcast4_avx2((const int8_t *)(w + 64 * j + 4 * r));
+                    const __m256i ws = kosmos2__bcast4_avx2((const int8_t *)(w + 64 * j + 32 + 4 * r));
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, ws)), ones);
+                    is[r] = j ? _mm256_add_epi32(is[r], p) : p;
+                    KOSMOS2__IN_REG(is[r]);
+                }
+            }
+            KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
+                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(wd + b * 8 + 4 * h + r), da);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(is[r]), acc[r]);
+            }
+        }
+        KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
+            float t[8];
+            const float bv = bias ? bias[4 * h + r] : 0.0f;
+            _mm256_storeu_ps(t, acc[r]);
+            for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
+        }
+    }
+}
+static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
+                                                 const uint8_t *wu, const float *wd, const float *bias, int q8) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t nb = A->nb;
+    const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
+    const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
+    const int32_t *an0;                        /* [nb, 8] */
+    int h, r, j, l;
+    if (q8) {
+        kosmos2__r8cols_q8_avx2(y, ldy, rows, A, g, wu, wd, bias);
+        return;
+    }
+    an0 = A->n8i + g * nb * 8;
     for (h = 0; h < 2; h++) { /* weight rows 4h .. 4h+3 */
         __m256 acc[4];
         const int8_t *aq = aq0;
@@ -5510,7 +5573,7 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
     const int dt = Ws[0]->dtype, r8 = kosmos2__is_r8(dt), q8 = dt == KOSMOS2__Q8_0R8, n8 = dt == KOSMOS2__Q4_0R8;
     const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K), gbytes = nb * KOSMOS2__R8_UNIT(q8); /* (r8: bytes per group) */
-    const int cols = n8 && M >= 8 && ks->r8cols; /* q4_0r8, many rows: the column tiles */
+    const int cols = r8 && M >= 8 && ks->r8cols; /* r8 types, many rows: the column tiles */
     const int64_t Mp = (M + 7) / 8 * 8;
     int64_t n_all = 0, n8_all = 0;
     kosmos2__qacts A;
@@ -5531,7 +5594,7 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     A.rs = 2 * A.nbp + 2;   /* row strides: + 64 bytes of values, of sums and of scales */
     A.rsp = A.nbp + 1;
     abytes = (size_t)(M * A.rsp) * 64 + (size_t)(M * A.rs) * (32 + (n8 ? 4 : 0) + KOSMOS2__QK);
-    mem = kosmos2__alloc(abytes + (cols ? (size_t)(Mp * nb) * (32 + 4 + 4) + 64 : 0));
+    mem = kosmos2__alloc(abytes + (cols ? (size_t)(Mp * nb) * (32 + 4 + (n8 ? 4 : 0)) + 64 : 0));
     if (!mem) return KOSMOS2_E_NOMEM;
     A.d = (float *)mem;
     A.ns = (int32_t *)(A.d + M * A.rsp * 16);
@@ -5541,14 +5604,14 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
     if (cols) { /* the interleaved copy; the rows past M of the last group are zeros */
         A.qi = (int8_t *)kosmos2__align64((char *)mem + abytes);
         A.di = (float *)(A.qi + Mp * nb * 32);
-        A.n8i = (int32_t *)(A.di + Mp * nb);
+        A.n8i = n8 ? (int32_t *)(A.di + Mp * nb) : NULL;
         if (Mp > M) {
             int64_t b, l;
             for (b = 0; b < nb; b++)
                 for (l = M % 8; l < 8; l++) {
                     for (i = 0; i < 8; i++) memset(A.qi + ((M / 8 * nb + b) * 8 + i) * 32 + 4 * l, 0, 4);
                     A.di[(M / 8 * nb + b) * 8 + l] = 0.0f;
-                    A.n8i[(M / 8 * nb + b) * 8 + l] = 0;
+                    if (n8) A.n8i[(M / 8 * nb + b) * 8 + l] = 0;
                 }
         }
     }
@@ -5580,19 +5643,19 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                 for (b = 0; b < nb; b++) {
                     for (j = 0; j < 8; j++) memcpy(A.qi + ((gi + b) * 8 + j) * 32 + 4 * l, A.q + (m * A.rs + b) * KOSMOS2__QK + 4 * j, 4);
                     A.di[(gi + b) * 8 + l] = KOSMOS2__QACT_D(&A, m, b);
-                    A.n8i[(gi + b) * 8 + l] = A.n8[m * A.rs + b];
+                    if (n8) A.n8i[(gi + b) * 8 + l] = A.n8[m * A.rs + b];
                 }
             }
         }
-        if (cols) { /* many rows, q4_0r8: per chunk of activation rows (as many as the L2 holds),
+        if (cols) { /* many rows, r8 types: per chunk of activation rows (as many as the L2 holds),
                      * each group of 8 weight rows unpacked once into a per-thread buffer, then
                      * times every 8 rows of the chunk (a thread without the buffer: r8full, same
                      * bits). Zen 3, the four vision/prefill shapes, one thread, best of 15, three
                      * interleaved runs: chunks of the whole L2 180 GOP/s, half 163-178, a quarter
                      * 148-164, all rows at once 158-184 */
-            void *wmem = KOSMOS2_MALLOC((size_t)nb * (256 + 32) + 64);
+            void *wmem = KOSMOS2_MALLOC((size_t)nb * (KOSMOS2__R8_WU(q8) + 32) + 64);
             uint8_t *wu = (uint8_t *)kosmos2__align64(wmem);
-            float *wd = wu ? (float *)(wu + nb * 256) : NULL;
+            float *wd = wu ? (float *)(wu + nb * KOSMOS2__R8_WU(q8)) : NULL;
             int64_t mcc = kosmos2__l2_bytes() / (K + nb * 8) / 8 * 8;
             if (mcc < 8) mcc = 8;
             for (m0 = 0; m0 < M; m0 += mcc) {
@@ -5609,9 +5672,9 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                         kosmos2__r8_group(ks, ys, Ws, biases, &A, p, m0, m1, QR, gbytes, dt);
                         continue;
                     }
-                    ks->r8unpack((const uint8_t *)Ws[jm]->data + t * gbytes, nb, wu, wd);
+                    ks->r8unpack((const uint8_t *)Ws[jm]->data + t * gbytes, nb, wu, wd, q8);
                     for (m = m0; m < m1; m += 8)
-                        ks->r8cols(ys[jm] + m * N + t * 8, N, m1 - m < 8 ? m1 - m : 8, &A, m / 8, wu, wd, bias);
+                        ks->r8cols(ys[jm] + m * N + t * 8, N, m1 - m < 8 ? m1 - m : 8, &A, m / 8, wu, wd, bias, q8);
                 }
             }
             KOSMOS2_FREE(wmem);

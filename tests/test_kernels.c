@@ -319,13 +319,14 @@ static void test_kernels_matmul_paths(void) {
           bad_eq, checked);
 }
 
-/* q8_0 weights with arbitrary bytes (including -128) and the float32 scale extremes of a block. */
+/* q8_0 weights with arbitrary bytes (including -128) and the float32 scale extremes of a block;
+ * 13 rows: the 4 x 8 tiles, the single rows and the 8-row column tiles. */
 static void test_kernels_matmul_q8_raw(void) {
-    int64_t M = 5, N = 9, K = 96, i;
+    int64_t M = 13, N = 9, K = 96, i;
     int isa, dt, best = kosmos2__kernels_set_isa(-1);
     uint8_t *w = (uint8_t *)malloc((size_t)(N * K / 32 * 34));
-    float x[5 * 96], y0[45], y[45];
-    double ref[45], bound[45];
+    float x[13 * 96], y0[13 * 9], y[13 * 9];
+    double ref[13 * 9], bound[13 * 9];
     kosmos2__mat W;
     for (i = 0; i < N * K / 32 * 34; i++) w[i] = (uint8_t)(tk__rand() * 128 + 128);
     for (i = 0; i < N * K / 32; i++) { uint16_t d = kosmos2__f32_to_f16(0.01f * (1 + tk__rand())); memcpy(w + 34 * i, &d, 2); }
@@ -355,6 +356,47 @@ static void test_kernels_matmul_q8_raw(void) {
     }
     kosmos2__kernels_set_isa(-1);
     free(w);
+}
+
+/* q4_0r8 at the int16 limits of the AVX2 tiles: nibbles all 15 or all 0 (weights 7 and -8)
+ * against activations quantized to +-127 (each 16-value int16 sum reaches 8 * 2 * 15 * 127 =
+ * 30480 before the -8 correction), in every path, 11 rows (4 x 8 tiles, single rows and the
+ * 8-row column tiles): within the bound of the float64 reference and == the scalar path. */
+static void test_kernels_matmul_q4_extremes(void) {
+    const int64_t M = 11, N = 19, K = 96, nb = K / 32;
+    int64_t i, m, n;
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    uint8_t *q = (uint8_t *)malloc((size_t)(N * nb * 18)), *r8 = (uint8_t *)malloc((size_t)(N * nb * 18));
+    float x[11 * 96], y0[11 * 19], y[11 * 19];
+    double ref[11 * 19], bound[11 * 19];
+    kosmos2__mat W;
+    for (n = 0; n < N; n++)
+        for (i = 0; i < nb; i++) {
+            uint8_t *blk = q + (n * nb + i) * 18;
+            uint16_t d = kosmos2__f32_to_f16(n % 3 == 2 ? 0.5f : 0.01f * (float)(n + 1));
+            memcpy(blk, &d, 2);
+            memset(blk + 2, n % 3 == 0 ? 0xff : n % 3 == 1 ? 0x00 : (int)(0x0f + 16 * (i % 2)), 16);
+        }
+    for (m = 0; m < M; m++)
+        for (i = 0; i < K; i++) x[m * K + i] = m % 3 == 0 ? 2.0f : m % 3 == 1 ? -3.0f : (i % 2 ? 1.5f : -1.5f);
+    kosmos2__repack_r8(q, r8, N, K, 0, N / 8, 1, 0);
+    W.data = r8; W.dtype = KOSMOS2__Q4_0R8; W.rows = N; W.cols = K;
+    tk__reference(x, M, &W, NULL, ref, bound);
+    for (isa = 0; isa <= best; isa++) {
+        float *out = isa ? y : y0;
+        kosmos2__kernels_set_isa(isa);
+        CHECK_OK(kosmos2__matmul(out, x, M, &W, NULL, 1 + isa % 2));
+        for (i = 0; i < M * N; i++)
+            if (!(fabs(out[i] - ref[i]) <= bound[i]) || !(out[i] == y0[i])) {
+                if (bad++ < 5)
+                    CHECK(0, "%s y[%lld] = %.9g, ref %.9g (bound %.3g), scalar %.9g", kosmos2__isa_name(isa), (long long)i,
+                          out[i], ref[i], bound[i], y0[i]);
+            }
+    }
+    CHECK(fabs(ref[0] - 7.0 * 0.01 * 127 * K * (2.0 / 127)) < 1e-3 * fabs(ref[0]), "ref[0] = %.9g: the extreme case was not built", ref[0]);
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d outputs wrong", bad);
+    free(q); free(r8);
 }
 
 /* 1 thread vs 2 threads, and each row of an M-row product vs the one-row product: bit-identical. */
@@ -729,6 +771,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_mat_row);
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
+    RUN(test_kernels_matmul_q4_extremes);
     RUN(test_kernels_matmul_threads_and_rows);
     RUN(test_kernels_matmul_fused);
     RUN(test_kernels_repack_q4_0r8);
