@@ -497,7 +497,8 @@ static void test_kernels_matmul_fused(void) {
 /* Long rows (K above the kernels' K block of 512, with a tail) and enough rows for the register
  * tiles and the widened panels, in every path and dtype: == scalar and within the bound. */
 static void test_kernels_matmul_long_rows(void) {
-    int64_t M = 9, N = 13, K = 1312 + 5, i; /* 41 q blocks + 5: float types use K, q types K - 5 */
+    int64_t M = 9, N = 29, K = 1312 + 5, i; /* 41 q blocks + 5: float types use K, q types K - 5; 29 rows: AVX2's */
+                                          /* 10 panels of 3 (the last of 2) make two panel groups */
     int dt, isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
     float *x = (float *)malloc((size_t)(M * K) * 4), *bias = (float *)malloc((size_t)N * 4);
     float *y0 = (float *)malloc((size_t)(M * N) * 4), *y = (float *)malloc((size_t)(M * N) * 4);
