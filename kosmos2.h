@@ -5494,19 +5494,22 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
             void *partmem = many && kb < K ? KOSMOS2_MALLOC((size_t)(KOSMOS2__PGROUP * mr * C) * 64 + 64) : NULL;
             float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
             const int blocked = (buf || W->dtype == KOSMOS2__F32) && (kb == K || part); /* else all of K at once */
-            const int64_t ng = (np + KOSMOS2__PGROUP - 1) / KOSMOS2__PGROUP;
-            int64_t p, g, k0;
+            int64_t p, p0 = 0, p1 = np, g, ge, k0;
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+            { /* each thread a contiguous, even share of the panels (as a static schedule would) */
+                const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+                p0 = np * t / nt;
+                p1 = np * (t + 1) / nt;
+            }
 #endif
-            for (g = 0; g < ng; g++) /* groups of KOSMOS2__PGROUP panels, block by block */
-                for (k0 = 0; k0 == 0 || k0 < K; k0 += kb)
-                    for (p = g * KOSMOS2__PGROUP; p < np && p < (g + 1) * KOSMOS2__PGROUP; p++) {
+            for (g = p0; g < p1; g = ge) /* groups of KOSMOS2__PGROUP panels [g, ge), block by block */
+                for (ge = p1 - g < KOSMOS2__PGROUP ? p1 : g + KOSMOS2__PGROUP, k0 = 0; k0 == 0 || k0 < K; k0 += kb)
+                    for (p = g; p < ge; p++) {
                         const int64_t n0 = p * C, c = N - n0 < C ? N - n0 : C;
                         const uint8_t *w = (const uint8_t *)W->data + n0 * wbytes;
                         float *yp = y + m0 * N + n0;
                         const float *xp = x + m0 * ldx, *bp = bias ? bias + n0 : NULL;
-                        float *pp = part ? part + (p - g * KOSMOS2__PGROUP) * mr * C * 16 : NULL; /* this panel's parked lanes */
+                        float *pp = part ? part + (p - g) * mr * C * 16 : NULL; /* this panel's parked lanes */
                         int64_t j;
                         /* this chunk's rows over block k0 (k0 a multiple of kb): in xb, or x as it is */
 #define KOSMOS2__XK(k0) (xblk && xpad ? x + ((k0) / kb * M + m0) * ldx : xp + (k0))
@@ -5518,9 +5521,9 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
                             const int64_t kc = K - k0 < kb ? K - k0 : kb;
                             const int flags = (k0 > 0 ? KOSMOS2__T_RESUME : 0) | (k0 + kc >= K ? KOSMOS2__T_FINISH : 0);
                             kosmos2__next_block next; /* what this thread multiplies next */
-                            const int64_t g0 = g * KOSMOS2__PGROUP * C; /* the group's first weight row */
+                            const int64_t g0 = g * C; /* the group's first weight row */
                             next.stride = wbytes;
-                            if (p + 1 < np && p + 1 < (g + 1) * KOSMOS2__PGROUP) { /* the group's next panel, same block */
+                            if (p + 1 < ge) { /* the group's next panel, same block */
                                 next.base = w + c * wbytes + k0 * es;
                                 next.rows = N - n0 - c < C ? N - n0 - c : C;
                                 next.bytes = kc * es;
