@@ -3907,6 +3907,18 @@ typedef void (*kosmos2__vmath_fn)(float *x, int64_t n, int op);
  *       to 0, each o[d] is summed in increasing s with fused multiply-adds from 0 (every path,
  *       any n: the same bits). */
 typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd);
+/* Attention scores for many queries, one head: p[t * ldp + s] = the canonical dot product (the
+ * float tiles' sum, + 0) of q[t * hd ..] (t < T) and key s (s < S16), the keys given transposed
+ * in blocks of 16, kt [S16 / 16, hd, 16] (value d of key s at ((s / 16) * hd + d) * 16 + s % 16);
+ * hd and S16 multiples of 16. Lanes are 8 keys, so each query value is broadcast once per 16 keys
+ * and the 16 canonical lanes fold with vertical adds, in the tree's order. */
+typedef void (*kosmos2__qkt_fn)(float *p, int64_t ldp, const float *q, int64_t T, const float *kt, int64_t S16, int64_t hd);
+/* The steps of kosmos2__softmax_row around its exp, vectorised with the same bits: max_sub
+ * returns the row's maximum m (NaN-free compare order as the scalar loop) and sets p -= m;
+ * scale sums the row in 8 double lanes (element s into lane s mod 8, in order; the tail into
+ * lanes 0, 1, ...), folds them as the scalar code and multiplies each value by 1/sum in double. */
+typedef float (*kosmos2__max_sub_fn)(float *p, int64_t n);
+typedef void (*kosmos2__sm_scale_fn)(float *p, int64_t n);
 typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
                                int64_t hd);
 /* One row's LayerNorm: o [n] = (v - mean) / sqrt(var + eps) * w + b, v [n] (o may be v). Mean and
@@ -3937,6 +3949,9 @@ typedef struct {
     kosmos2__r8cols_fn r8cols;
     kosmos2__vmath_fn vmath;
     kosmos2__qk_fn qk;
+    kosmos2__qkt_fn qkt; /* (or NULL: scores by kosmos2__matmul) */
+    kosmos2__max_sub_fn max_sub; /* (both or neither: NULL = the scalar loops) */
+    kosmos2__sm_scale_fn sm_scale;
     kosmos2__pv_fn pv;
     kosmos2__lnorm_fn lnorm;
     kosmos2__narrow_fn narrow;
@@ -4632,6 +4647,38 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256 kosmos2__exp_avx2(__m256 x) {
     y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), hi);
     return _mm256_blendv_ps(y, x, nan);
 }
+static KOSMOS2__T_AVX2 float kosmos2__max_sub_avx2(float *p, int64_t n) {
+    __m256 mx = _mm256_set1_ps(-FLT_MAX), m;
+    float lanes[8], maxv;
+    int64_t s;
+    int l;
+    for (s = 0; s + 8 <= n; s += 8) mx = _mm256_max_ps(_mm256_loadu_ps(p + s), mx); /* p > mx ? p : mx */
+    _mm256_storeu_ps(lanes, mx);
+    for (; s < n; s++) lanes[0] = p[s] > lanes[0] ? p[s] : lanes[0];
+    maxv = lanes[0];
+    for (l = 1; l < 8; l++) maxv = lanes[l] > maxv ? lanes[l] : maxv;
+    m = _mm256_set1_ps(maxv);
+    for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(p + s, _mm256_sub_ps(_mm256_loadu_ps(p + s), m));
+    for (; s < n; s++) p[s] -= maxv;
+    return maxv;
+}
+static KOSMOS2__T_AVX2 void kosmos2__sm_scale_avx2(float *p, int64_t n) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), iv;
+    double acc[8], inv;
+    int64_t s;
+    int l;
+    for (s = 0; s + 8 <= n; s += 8) {
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(p + s)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(p + s + 4)));
+    }
+    _mm256_storeu_pd(acc, a0);
+    _mm256_storeu_pd(acc + 4, a1);
+    for (l = 0; s < n; s++, l++) acc[l] += p[s];
+    inv = 1.0 / (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])));
+    iv = _mm256_set1_pd(inv);
+    for (s = 0; s + 4 <= n; s += 4) _mm_storeu_ps(p + s, _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(p + s)), iv)));
+    for (; s < n; s++) p[s] = (float)(p[s] * inv);
+}
 static KOSMOS2__T_AVX2 void kosmos2__vmath_avx2(float *x, int64_t n, int op) {
     int64_t i;
     const __m256 one = _mm256_set1_ps(1.0f), sgn = _mm256_set1_ps(-0.0f);
@@ -4680,6 +4727,58 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qk_avx2_body(float *p, int64_t ldp
         }
         p[h * ldp] = kosmos2__fold8_avx2(_mm256_add_ps(a0, a1));
     }
+}
+/* lane l of the canonical sum for keys s0 .. s0+15 (kb: their block of kt): k = l, l + 16, ... < hd */
+#define KOSMOS2__QKT_LANE(l, a0, a1)                                                              \
+    do {                                                                                         \
+        int64_t i_;                                                                              \
+        a0 = _mm256_setzero_ps();                                                                \
+        a1 = _mm256_setzero_ps();                                                                \
+        KOSMOS2__UNROLL for (i_ = (l); i_ < hd; i_ += 16) {                                      \
+            const __m256 qv_ = _mm256_broadcast_ss(qt + i_);                                     \
+            a0 = _mm256_fmadd_ps(qv_, _mm256_loadu_ps(kb + i_ * 16), a0);                        \
+            a1 = _mm256_fmadd_ps(qv_, _mm256_loadu_ps(kb + i_ * 16 + 8), a1);                    \
+        }                                                                                        \
+    } while (0)
+/* (s_l + s_l+8) for lanes l and l + 4, summed: the tree's v_l, l < 4 */
+#define KOSMOS2__QKT_V(l, v0, v1)                                                                \
+    do {                                                                                         \
+        __m256 a0_, a1_, b0_, b1_;                                                               \
+        KOSMOS2__QKT_LANE(l, a0_, a1_);                                                          \
+        KOSMOS2__QKT_LANE((l) + 8, b0_, b1_);                                                    \
+        v0 = _mm256_add_ps(a0_, b0_);                                                            \
+        v1 = _mm256_add_ps(a1_, b1_);                                                            \
+        KOSMOS2__QKT_LANE((l) + 4, a0_, a1_);                                                    \
+        KOSMOS2__QKT_LANE((l) + 12, b0_, b1_);                                                   \
+        v0 = _mm256_add_ps(v0, _mm256_add_ps(a0_, b0_));                                         \
+        v1 = _mm256_add_ps(v1, _mm256_add_ps(a1_, b1_));                                         \
+    } while (0)
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__qkt_avx2_body(float *p, int64_t ldp, const float *q, int64_t T, const float *kt,
+                                                            int64_t S16, const int64_t hd) {
+    int64_t t, s0;
+    for (t = 0; t < T; t++) {
+        const float *qt = q + t * hd;
+        for (s0 = 0; s0 < S16; s0 += 16) {
+            const float *kb = kt + s0 * hd; /* [hd, 16] */
+            __m256 x0, x1, y0, y1, v0, v1;
+            KOSMOS2__QKT_V(0, x0, x1);  /* x_0 = v_0 + v_2 */
+            KOSMOS2__QKT_V(2, v0, v1);
+            x0 = _mm256_add_ps(x0, v0);
+            x1 = _mm256_add_ps(x1, v1);
+            KOSMOS2__QKT_V(1, y0, y1);  /* x_1 = v_1 + v_3 */
+            KOSMOS2__QKT_V(3, v0, v1);
+            y0 = _mm256_add_ps(y0, v0);
+            y1 = _mm256_add_ps(y1, v1);
+            _mm256_storeu_ps(p + t * ldp + s0, _mm256_add_ps(_mm256_add_ps(x0, y0), _mm256_setzero_ps()));
+            _mm256_storeu_ps(p + t * ldp + s0 + 8, _mm256_add_ps(_mm256_add_ps(x1, y1), _mm256_setzero_ps()));
+        }
+    }
+}
+#undef KOSMOS2__QKT_V
+#undef KOSMOS2__QKT_LANE
+static KOSMOS2__T_AVX2 void kosmos2__qkt_avx2(float *p, int64_t ldp, const float *q, int64_t T, const float *kt, int64_t S16, int64_t hd) {
+    if (hd == 64) kosmos2__qkt_avx2_body(p, ldp, q, T, kt, S16, 64); /* (the model's heads: the lanes unrolled) */
+    else kosmos2__qkt_avx2_body(p, ldp, q, T, kt, S16, hd);
 }
 static KOSMOS2__T_AVX2 void kosmos2__qk_avx2(float *p, int64_t ldp, const float *q, const void *k, int dt, int nh, int64_t hd) {
     if (hd % 16) kosmos2__qk_scalar(p, ldp, q, k, dt, nh, hd);
@@ -5275,14 +5374,14 @@ static float kosmos2__probe_fma(int64_t iters) {
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, NULL, NULL, kosmos2__vmath_scalar, kosmos2__qk_scalar, kosmos2__pv_scalar, kosmos2__lnorm_scalar, kosmos2__narrow_scalar};
+    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, NULL, NULL, kosmos2__vmath_scalar, kosmos2__qk_scalar, NULL, NULL, NULL, kosmos2__pv_scalar, kosmos2__lnorm_scalar, kosmos2__narrow_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 1024, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
     kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2,
-    kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
+    kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__qkt_avx2, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
     kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
@@ -5290,7 +5389,7 @@ static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
     kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
     kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2,
-    kosmos2__vmath_avx512, kosmos2__qk_avx512, kosmos2__pv_avx512, kosmos2__lnorm_avx2, kosmos2__narrow_f16c};
+    kosmos2__vmath_avx512, kosmos2__qk_avx512, NULL, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx512, kosmos2__lnorm_avx2, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
@@ -6836,11 +6935,18 @@ static void kosmos2__prefetch_bytes(const char *p, int64_t n) {
  * the same bits; the compiler may vectorize it (one sequential double sum and a double division
  * per value took 4 ns per value: a quarter of vision attention's time). */
 static void kosmos2__softmax_row(float *p, int64_t n) {
+    const kosmos2__kernel_set *ks = kosmos2__kernel_table();
     float mx[8];
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, inv;
     float maxv;
     int64_t s;
     int l;
+    if (ks->max_sub) { /* the same steps, vectorised */
+        ks->max_sub(p, n);
+        ks->vmath(p, n, KOSMOS2__VM_EXP);
+        ks->sm_scale(p, n);
+        return;
+    }
     for (l = 0; l < 8; l++) mx[l] = -FLT_MAX;
     for (s = 0; s + 8 <= n; s += 8)
         for (l = 0; l < 8; l++) mx[l] = p[s + l] > mx[l] ? p[s + l] : mx[l];
@@ -6889,6 +6995,7 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
         /* S16: S rounded up to 16, the keys padded with zero rows and V with zero columns (P V's
          * products then need no tail: the same bits, as a tail adds 0 * 0 to its lanes too) */
         const int64_t S16 = (S + 15) / 16 * 16;
+        const int qkt = ks->qkt && hd % 16 == 0; /* the scores by the transposed-keys kernel */
         int64_t per = T * hd * 2 + S16 * hd * 2 + T * S16 + hd, h;
         float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
         if (!all) return KOSMOS2_E_NOMEM;
@@ -6902,16 +7009,24 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
             vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S16;
             for (t = 0; t < T; t++)
                 for (d = 0; d < hd; d++) qh[t * hd + d] = q[t * q_stride + h * hd + d] * qscale;
-            for (s = 0; s < S; s++) {
+            for (s = 0; s < S; s++) { /* K as rows kh [S16, hd], or transposed in its place (qkt) */
                 const float *vs = vr;
-                kosmos2__kv_widen(ks, kh + s * hd, k, kv_dt, s * kv_stride + h * hd, hd);
+                if (qkt) {
+                    kosmos2__kv_widen(ks, vr, k, kv_dt, s * kv_stride + h * hd, hd);
+                    for (d = 0; d < hd; d++) kh[(s / 16 * hd + d) * 16 + s % 16] = vr[d];
+                } else
+                    kosmos2__kv_widen(ks, kh + s * hd, k, kv_dt, s * kv_stride + h * hd, hd);
                 if (kv_dt == KOSMOS2__F32) vs = (const float *)v + s * kv_stride + h * hd;
                 else kosmos2__kv_widen(ks, vr, v, kv_dt, s * kv_stride + h * hd, hd);
                 for (d = 0; d < hd; d++) vt[d * S16 + s] = vs[d];
             }
-            memset(kh + S * hd, 0, (size_t)((S16 - S) * hd) * sizeof(float)); /* the padding keys and values */
-            for (d = 0; d < hd && S16 > S; d++) memset(vt + d * S16 + S, 0, (size_t)(S16 - S) * sizeof(float));
-            kosmos2__matmul(p, qh, T, &km, NULL, 1); /* scores = Q K^T (0 for the padding keys) */
+            if (!qkt) memset(kh + S * hd, 0, (size_t)((S16 - S) * hd) * sizeof(float)); /* the padding keys and values */
+            for (d = 0; d < hd && S16 > S; d++) {
+                if (qkt) memset(kh + (S / 16 * hd + d) * 16 + S % 16, 0, (size_t)(S16 - S) * sizeof(float));
+                memset(vt + d * S16 + S, 0, (size_t)(S16 - S) * sizeof(float));
+            }
+            if (qkt) ks->qkt(p, S16, qh, T, kh, S16, hd); /* scores = Q K^T (0 for the padding keys) */
+            else kosmos2__matmul(p, qh, T, &km, NULL, 1);
             for (t = 0; t < T; t++) {
                 int64_t n_keys = causal ? causal_base + t + 1 : S;
                 if (n_keys > S) n_keys = S;

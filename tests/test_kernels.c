@@ -399,6 +399,75 @@ static void test_kernels_matmul_q4_extremes(void) {
     free(q); free(r8);
 }
 
+/* Attention scores from transposed keys (qkt, where a kernel set has it) == the scalar product
+ * of Q and the keys as rows (kosmos2__matmul, the canonical sum), bit for bit: head widths 16 ..
+ * 80 (64 has its own unrolled body), 1 and 11 queries, 16 and 48 keys. */
+static void test_kernels_qkt(void) {
+    static const int64_t hds[] = {16, 32, 64, 80}, Ts[] = {1, 11}, Ss[] = {16, 48};
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0, runs = 0;
+    unsigned a, b, c;
+    for (a = 0; a < 4; a++)
+        for (b = 0; b < 2; b++)
+            for (c = 0; c < 2; c++) {
+                const int64_t hd = hds[a], T = Ts[b], S = Ss[c];
+                float *q = (float *)malloc((size_t)(T * hd) * 4), *k = (float *)malloc((size_t)(S * hd) * 4);
+                float *kt = (float *)malloc((size_t)(S * hd) * 4), *p0 = (float *)malloc((size_t)(T * S) * 4);
+                float *p = (float *)malloc((size_t)(T * S) * 4);
+                kosmos2__mat K;
+                int64_t i, d, s;
+                for (i = 0; i < T * hd; i++) q[i] = tk__rand() * (i % 5 == 0 ? 30.0f : 1.0f);
+                for (i = 0; i < S * hd; i++) k[i] = tk__rand();
+                k[3] = -q[3] * 0.0f; /* a -0 product among them */
+                for (s = 0; s < S; s++)
+                    for (d = 0; d < hd; d++) kt[(s / 16 * hd + d) * 16 + s % 16] = k[s * hd + d];
+                K.data = k; K.dtype = KOSMOS2__F32; K.rows = S; K.cols = hd;
+                kosmos2__kernels_set_isa(0);
+                CHECK_OK(kosmos2__matmul(p0, q, T, &K, NULL, 1));
+                for (isa = 1; isa <= best; isa++) {
+                    kosmos2__kernels_set_isa(isa);
+                    if (!kosmos2__kernel_table()->qkt) continue;
+                    for (i = 0; i < T * S; i++) p[i] = NAN;
+                    kosmos2__kernel_table()->qkt(p, S, q, T, kt, S, hd);
+                    for (i = 0; i < T * S; i++)
+                        if (memcmp(&p[i], &p0[i], 4) != 0 && bad++ < 5)
+                            CHECK(0, "%s hd=%lld T=%lld S=%lld p[%lld] = %.9g, scalar %.9g", kosmos2__isa_name(isa), (long long)hd,
+                                  (long long)T, (long long)S, (long long)i, p[i], p0[i]);
+                    runs++;
+                }
+                free(q); free(k); free(kt); free(p0); free(p);
+            }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d scores differ from the scalar product", bad);
+    printf("    %d qkt runs against the scalar product\n", runs);
+}
+
+/* The attention softmax (kosmos2__softmax_row) in every path == the scalar path, bit for bit:
+ * 40 rows of each length around the 8-lane blocks, large and tiny scores, -inf among them. */
+static void test_kernels_softmax_paths(void) {
+    static const int64_t ns[] = {1, 3, 8, 9, 15, 257, 272};
+    int isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    unsigned a;
+    for (a = 0; a < 40 * sizeof ns / sizeof ns[0]; a++) { /* 40 rows of each length */
+        const int64_t n = ns[a % (sizeof ns / sizeof ns[0])];
+        float *x = (float *)malloc((size_t)n * 4), *p0 = (float *)malloc((size_t)n * 4), *p = (float *)malloc((size_t)n * 4);
+        int64_t i;
+        for (i = 0; i < n; i++) x[i] = tk__rand() * (i % 3 == 0 ? 40.0f : 2.0f);
+        if (n > 4) x[n / 2] = -INFINITY;
+        memcpy(p0, x, (size_t)n * 4);
+        kosmos2__kernels_set_isa(0);
+        kosmos2__softmax_row(p0, n);
+        for (isa = 1; isa <= best; isa++) {
+            kosmos2__kernels_set_isa(isa);
+            memcpy(p, x, (size_t)n * 4);
+            kosmos2__softmax_row(p, n);
+            if (memcmp(p, p0, (size_t)n * 4) != 0 && bad++ < 5) CHECK(0, "%s: softmax of %lld values differs", kosmos2__isa_name(isa), (long long)n);
+        }
+        free(x); free(p0); free(p);
+    }
+    kosmos2__kernels_set_isa(-1);
+    CHECK(bad == 0, "%d softmax rows differ from the scalar path", bad);
+}
+
 /* 1 thread vs 2 threads, and each row of an M-row product vs the one-row product: bit-identical. */
 static void test_kernels_matmul_threads_and_rows(void) {
     int64_t M = 33, N = 65, K = 288, i, m;
@@ -773,6 +842,8 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
     RUN(test_kernels_matmul_q4_extremes);
+    RUN(test_kernels_qkt);
+    RUN(test_kernels_softmax_paths);
     RUN(test_kernels_matmul_threads_and_rows);
     RUN(test_kernels_matmul_fused);
     RUN(test_kernels_repack_q4_0r8);
