@@ -7011,8 +7011,9 @@ static void kosmos2__kv_widen(const kosmos2__kernel_set *ks, float *dst, const v
  *   (KOSMOS2__F32, or KOSMOS2__F16 for a float16 KV cache: rows are widened exactly to float32
  *   as they are read, so the result is that of float32 attention on the stored values),
  *   out [T, H*hd]. Query t may see keys 0 .. (causal ? causal_base + t : S-1).
- * Many queries (vision, resampler, prefill): per head, scores = Q K^T and out = P V are matrix
- * products through the kernels. Few queries (decode): each thread takes a range of heads and
+ * Many queries (vision, resampler, prefill): per head, scores = Q K^T (by the kernel set's qkt
+ * from keys transposed in blocks of 16 where it has one, else a matrix product: the same bits)
+ * and out = P V (a matrix product through the kernels). Few queries (decode): each thread takes a range of heads and
  * walks the cache rows in order, prefetched a few rows ahead (kernels qk, one row; pv, 4 rows
  * per call: a 2 KB contiguous read per row instead of a 128-byte piece every 4 KB; at ~90 keys,
  * full-size model, 2 threads, decoding attention went from 2.9 to 1.5 ms per token, then from
