@@ -3943,10 +3943,10 @@ typedef void (*kosmos2__qk_fn)(float *p, int64_t ldp, const float *q, const void
  * and the 16 canonical lanes fold with vertical adds, in the tree's order. */
 typedef void (*kosmos2__qkt_fn)(float *p, int64_t ldp, const float *q, int64_t T, const float *kt, int64_t S16, int64_t hd);
 /* The steps of kosmos2__softmax_row around its exp, vectorised with the same bits: max_sub
- * returns the row's maximum m (NaN-free compare order as the scalar loop) and sets p -= m;
+ * sets p -= m, m the row's maximum taken with the scalar loop's compares (p > m ? p : m);
  * scale sums the row in 8 double lanes (element s into lane s mod 8, in order; the tail into
  * lanes 0, 1, ...), folds them as the scalar code and multiplies each value by 1/sum in double. */
-typedef float (*kosmos2__max_sub_fn)(float *p, int64_t n);
+typedef void (*kosmos2__max_sub_fn)(float *p, int64_t n);
 typedef void (*kosmos2__sm_scale_fn)(float *p, int64_t n);
 typedef void (*kosmos2__pv_fn)(float *o, const float *p, int64_t ldp, const void *v, int64_t ldv, int n, int dt, int nh,
                                int64_t hd);
@@ -4496,7 +4496,7 @@ static KOSMOS2__T_AVX2 void kosmos2__r8tile_avx2_row(float *y, int64_t ldy, cons
  * (weight row, 8 activation rows) with the interleaved activations; the 8 int16 sums of a block
  * (each <= 8 * 2 * 15 * 127 = 30480) then madd to int32, + n8, one conversion and one
  * multiply-add per weight row. 4 weight rows per pass (4 + 4 accumulators), two passes per
- * group. On Zen 3 (one core, data in L1) 66-72 % of the maddubs peak against 53-55 % for the
+ * group. On Zen 3 (one core, data in L1) 65-69 % of the maddubs peak against 53-55 % for the
  * 4 x 8 r8full tile, which unpacks every block for every 4 rows and spills registers. */
 static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8) {
     const __m256i m4 = _mm256_set1_epi8(15);
@@ -4524,7 +4524,7 @@ static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb
 }
 /* q8_0r8: per (weight row, 4 values) maddubs(|w|, sign(a, w)) and madd to int32 at once (two
  * int16 pair sums of up to 2 * 128 * 127 would overflow): 4 vector operations per maddubs, so
- * at most half the maddubs peak on 4 pipes (Zen 3, one core, data in L1: 44-46 % against 36 %
+ * at most half the maddubs peak on 4 pipes (Zen 3, one core, data in L1: 41-42 % against 36 %
  * for the 4 x 8 r8full tile). */
 KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_q8_avx2(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
                                                              const uint8_t *wu, const float *wd, const float *bias) {
@@ -4687,7 +4687,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 __m256 kosmos2__exp_avx2(__m256 x) {
     y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), hi);
     return _mm256_blendv_ps(y, x, nan);
 }
-static KOSMOS2__T_AVX2 float kosmos2__max_sub_avx2(float *p, int64_t n) {
+static KOSMOS2__T_AVX2 void kosmos2__max_sub_avx2(float *p, int64_t n) {
     __m256 mx = _mm256_set1_ps(-FLT_MAX), m;
     float lanes[8], maxv;
     int64_t s;
@@ -4700,7 +4700,6 @@ static KOSMOS2__T_AVX2 float kosmos2__max_sub_avx2(float *p, int64_t n) {
     m = _mm256_set1_ps(maxv);
     for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(p + s, _mm256_sub_ps(_mm256_loadu_ps(p + s), m));
     for (; s < n; s++) p[s] -= maxv;
-    return maxv;
 }
 static KOSMOS2__T_AVX2 void kosmos2__sm_scale_avx2(float *p, int64_t n) {
     __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), iv;
@@ -5853,7 +5852,7 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                    * 8 of 10 interleaved pairs, by 1-14 %; q4_0 the same); then the N % 8 last
                    * rows as plain rows by the reference. Who computes a group does not change
                    * its bits. */
-            for (m0 = 0; m0 < M && !cols; m0 += mc) {
+            for (m0 = 0; m0 < M && !cols; m0 += mc) { /* (the groups were done above by the column tiles) */
                 const int64_t m1 = M - m0 < mc ? M : m0 + mc;
                 if (M == 1) {
 #ifdef _OPENMP
