@@ -5585,7 +5585,7 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
      * once they spill: Zen 3, 512 KB L2, half against all of it, medians of 6 interleaved runs:
      * 257x1024->4096 +4-5 %, 71x2048->8192 +2-6 %, 257x4096->1024 +0-1 %, 71x8192->2048 -2..+1 %;
      * not re-measured on AVX-512 machines, where chunks of the whole L2 had beaten a fixed 1 MB) */
-    int64_t chunks = (M * kb * 4 * 2) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, m0, ldx = K;
+    int64_t chunks = (M * kb * 4 * 2) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, ldx = K;
     /* many rows and several blocks of K: x copied block by block, xb [nkb, M, kb + 16] (block j
      * of row m at (j * M + m) * (kb + 16)), so that the rows a sweep of tiles reads over one block
      * follow each other in memory (Zen 3, one thread, the three shapes with K > 1024: +3-7 %).
@@ -5611,27 +5611,27 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     }
     mc = (mc + ks->R - 1) / ks->R * ks->R;
     (void)n_threads;
-    for (m0 = 0; m0 < M; m0 += mc) {
-        const int64_t mr = M - m0 < mc ? M - m0 : mc;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && mr * N * K >= ((int64_t)1 << 18))
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * N * K >= ((int64_t)1 << 18))
 #endif
-        {
-            /* per thread (float16 / bfloat16): the panel block [C, ldb] widened to float32 and the
-             * parked lanes [mr, C, 16]; without them (float32, few rows, or no memory) the kernels
-             * read W directly over all of K */
-            void *bufmem = many && W->dtype != KOSMOS2__F32 ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
-            void *partmem = many && kb < K ? KOSMOS2_MALLOC((size_t)(KOSMOS2__PGROUP * mr * C) * 64 + 64) : NULL;
-            float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
-            const int blocked = (buf || W->dtype == KOSMOS2__F32) && (kb == K || part); /* else all of K at once */
-            int64_t p, p0 = 0, p1 = np, g, ge, k0;
+    {
+        /* per thread (float16 / bfloat16): the panel block [C, ldb] widened to float32 and the
+         * parked lanes [mr, C, 16]; without them (float32, few rows, or no memory) the kernels
+         * read W directly over all of K */
+        void *bufmem = many && W->dtype != KOSMOS2__F32 ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
+        void *partmem = many && kb < K ? KOSMOS2_MALLOC((size_t)(KOSMOS2__PGROUP * mc * C) * 64 + 64) : NULL;
+        float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
+        const int blocked = (buf || W->dtype == KOSMOS2__F32) && (kb == K || part); /* else all of K at once */
+        int64_t p, p0 = 0, p1 = np, g, ge, k0, m0;
 #ifdef _OPENMP
-            { /* each thread a contiguous, even share of the panels (as a static schedule would) */
-                const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-                p0 = np * t / nt;
-                p1 = np * (t + 1) / nt;
-            }
+        { /* each thread a contiguous, even share of the panels (as a static schedule would) */
+            const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+            p0 = np * t / nt;
+            p1 = np * (t + 1) / nt;
+        }
 #endif
+        for (m0 = 0; m0 < M; m0 += mc) { /* chunks of rows: no barrier between them (each thread keeps its panels) */
+            const int64_t mr = M - m0 < mc ? M - m0 : mc;
             for (g = p0; g < p1; g = ge) /* groups of KOSMOS2__PGROUP panels [g, ge), block by block */
                 for (ge = p1 - g < KOSMOS2__PGROUP ? p1 : g + KOSMOS2__PGROUP, k0 = 0; k0 == 0 || k0 < K; k0 += kb)
                     for (p = g; p < ge; p++) {
@@ -5674,10 +5674,10 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
                             kosmos2__panel_float(ks, yp, N, KOSMOS2__XK(k0), ldx, mr, buf, ldb, KOSMOS2__F32, c, kc, bp, pp, flags, &next);
                         }
                     }
-            KOSMOS2_FREE(bufmem);
-            KOSMOS2_FREE(partmem);
-#undef KOSMOS2__XK
         }
+        KOSMOS2_FREE(bufmem);
+        KOSMOS2_FREE(partmem);
+#undef KOSMOS2__XK
     }
     KOSMOS2_FREE(xpad);
     return KOSMOS2_OK;
@@ -5827,8 +5827,8 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
             if (mcc < 8) mcc = 8;
             for (m0 = 0; m0 < M; m0 += mcc) {
                 const int64_t m1 = M - m0 < mcc ? M : m0 + mcc;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
+#ifdef _OPENMP /* (nowait: a static schedule gives each thread the same groups in every chunk) */
+#pragma omp for schedule(static) nowait
 #endif
                 for (p = 0; p < n8_all; p++) {
                     int64_t t;

@@ -201,6 +201,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) g_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) g_new = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) g_image = argv[++i];
+        else if (argv[i][0] == '-') { n_models = 0; break; } /* -h, --help, an unknown flag, a flag without its value */
         else if (n_models < 16) models[n_models++] = argv[i];
     }
     if (!n_models) {

@@ -597,6 +597,46 @@ static void test_kernels_matmul_long_rows(void) {
     free(x); free(bias); free(y0); free(y); free(ref); free(bound);
 }
 
+/* Products over several chunks of activation rows (each thread keeps its panels across chunks,
+ * with no barrier between them): 1 and 2 threads and the scalar path give the same bits. The
+ * row count is taken from the L2 size the kernels use, so that the float and the q4_0r8 /
+ * q8_0r8 column-tile drivers both see at least 2 chunks. */
+static void test_kernels_matmul_chunks(void) {
+    const int64_t K = 2048, N = 40, l2 = kosmos2__l2_bytes();
+    const int64_t Mf = 2 * l2 / (1024 * 8) + 3, Mq = 2 * l2 / (K + K / 4) + 9, M = Mf > Mq ? Mf : Mq;
+    static const int dts[4] = {KOSMOS2__F32, KOSMOS2__BF16, KOSMOS2__Q8_0R8, KOSMOS2__Q4_0R8};
+    int di, isa, best = kosmos2__kernels_set_isa(-1), bad = 0;
+    int64_t i;
+    float *x = (float *)malloc((size_t)(M * K) * 4), *bias = (float *)malloc((size_t)N * 4);
+    float *y0 = (float *)malloc((size_t)(M * N) * 4), *y1 = (float *)malloc((size_t)(M * N) * 4), *y2 = (float *)malloc((size_t)(M * N) * 4);
+    for (i = 0; i < M * K; i++) x[i] = tk__rand();
+    for (i = 0; i < N; i++) bias[i] = tk__rand();
+    printf("    %lld rows (L2 %lld KB)\n", (long long)M, (long long)(l2 / 1024));
+    for (di = 0; di < 4; di++) {
+        void *w = tk__make_weights(dts[di], N, K, 1.0f);
+        kosmos2__mat W;
+        W.data = w; W.dtype = (kosmos2__dtype)dts[di]; W.rows = N; W.cols = K;
+        kosmos2__kernels_set_isa(KOSMOS2__ISA_SCALAR);
+        CHECK_OK(kosmos2__matmul(y0, x, M, &W, bias, 1));
+        for (isa = 0; isa <= best; isa++) {
+            int d1 = 0, d2 = 0;
+            kosmos2__kernels_set_isa(isa);
+            CHECK_OK(kosmos2__matmul(y1, x, M, &W, bias, 1));
+            CHECK_OK(kosmos2__matmul(y2, x, M, &W, bias, 2));
+            for (i = 0; i < M * N; i++) {
+                d1 += y1[i] != y0[i];
+                d2 += y2[i] != y0[i];
+            }
+            if ((d1 || d2) && bad++ < 5)
+                CHECK(0, "%s %s: %d (1 thread) and %d (2 threads) of %lld outputs differ from the scalar path",
+                      kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), d1, d2, (long long)(M * N));
+        }
+        free(w);
+    }
+    kosmos2__kernels_set_isa(-1);
+    free(x); free(bias); free(y0); free(y1); free(y2);
+}
+
 static void test_kernels_matmul_errors(void) {
     float x[33], y[2];
     uint8_t w[2 * 34];
@@ -848,5 +888,6 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_fused);
     RUN(test_kernels_repack_q4_0r8);
     RUN(test_kernels_matmul_long_rows);
+    RUN(test_kernels_matmul_chunks);
     RUN(test_kernels_matmul_errors);
 }
