@@ -1242,9 +1242,15 @@ static void probe_in_child(int threads, double *bw, double *peak, double *peak8)
  * before and one after: other load on the machine only lowers them) (stdout). A warm-up
  * run first pages the weights in; then one timed run (no n-gram ban: a fixed amount of work).
  * FLOPs: 2 per multiply-add of the matrix products (attention included); decode bytes: every
- * text-model weight read once per token (the tied lm_head included). With the limits, a last
- * figure times 3 x 8 more decode steps, each 8 right after a memory probe (the host's drift
- * between a probe and a stage measured seconds apart can exceed 30 % on shared VMs). */
+ * text-model weight read once per token (the tied lm_head included). With the limits, the last
+ * figures time 3 x 8 more decode steps, each 8 right after a memory probe, and 3 generations of
+ * one token (vision, prefill), each stage right after the peak probe of its matrices' type: the
+ * host's drift between a probe and a stage measured seconds apart can exceed 30 % on shared VMs,
+ * and one run of a stage moves by 10-20 % (their medians are the figures to quote). */
+static double median3(const double *v) {
+    const double a = v[0], b = v[1], c = v[2];
+    return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+}
 static int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *image_path = NULL, *prompt = "<grounding>An image of", *v;
     int threads = 0, n_new = 32, limits = 1, i, r, rc = 0;
@@ -1257,7 +1263,7 @@ static int cmd_bench(int argc, char **argv) {
     kosmos2_result res;
     double bw = 0, peak = 0, peak8 = 0, t0, t_load, t_warm, t_end, rss, vis_flop, pre_flop, dec_bytes = 0, weight_bytes = 0;
     int vis_q = 0, txt_q = 0; /* vision / text matrices quantized (q8_0, q4_0): their limit is the int8 peak */
-    double beside[3] = {0, 0, 0}, beside_gbs[3] = {0, 0, 0};
+    double beside[3] = {0, 0, 0}, beside_gbs[3] = {0, 0, 0}, vis_beside[3] = {0, 0, 0}, pre_beside[3] = {0, 0, 0};
     float *logits = NULL;
     int n_beside = 0;
     memset(&img, 0, sizeof img);
@@ -1366,6 +1372,25 @@ static int cmd_bench(int argc, char **argv) {
             beside_gbs[n_beside] = dec_bytes / t * 1e-6;
             beside[n_beside] = b > 0 ? dec_bytes / (t * 1e-3) / b : 0;
         }
+        /* vision and prefill beside the peak probe (the int8 one for quantized matrices): 3
+         * rounds of (probe, a generation of 1 token), each stage's ratio to the probe just before */
+        fprintf(stderr, "kosmos2 bench: vision and prefill interleaved with the peak probe...\n");
+        gp.max_new_tokens = 1;
+        for (i = 0; i < 3 && n_beside == 3 && !g_interrupted; i++) {
+            const int nt = kosmos2_context_n_threads(ctx);
+            const double pv = vis_q ? kosmos2_bench_int8_peak(nt) : kosmos2_bench_fma_peak(nt);
+            kosmos2_result rb;
+            double pp;
+            memset(&rb, 0, sizeof rb);
+            if (kosmos2_generate(ctx, &img, prompt, NULL, 0, &gp, &rb)) { kosmos2_result_free(&rb); rc = library_error("vision beside the probe"); goto end; }
+            vis_beside[i] = pv > 0 && rb.t_vision_ms > 0 ? vis_flop / (rb.t_vision_ms * 1e-3) / pv : 0;
+            kosmos2_result_free(&rb);
+            pp = txt_q ? kosmos2_bench_int8_peak(nt) : kosmos2_bench_fma_peak(nt);
+            memset(&rb, 0, sizeof rb);
+            if (kosmos2_generate(ctx, &img, prompt, NULL, 0, &gp, &rb)) { kosmos2_result_free(&rb); rc = library_error("prefill beside the probe"); goto end; }
+            pre_beside[i] = pp > 0 && rb.t_prefill_ms > 0 ? pre_flop / (rb.t_prefill_ms * 1e-3) / pp : 0;
+            kosmos2_result_free(&rb);
+        }
     }
     printf("kosmos2 %s bench: %s (%.2f GB of weights), %d threads, kernels %s\n", KOSMOS2_VERSION, model_path,
            weight_bytes / 1e9, kosmos2_context_n_threads(ctx), kosmos2_kernels_name());
@@ -1387,11 +1412,14 @@ static int cmd_bench(int argc, char **argv) {
         if (limits && bw > 0) printf(" = %3.0f%% of memory read", 100 * dec_bytes / (per * 1e-3) / bw);
         printf("\n");
     }
-    if (n_beside == 3) { /* the median of the 3 rounds */
-        const double a = beside[0], b = beside[1], c = beside[2];
-        const double med = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+    if (n_beside == 3)
         printf("decode beside    %5.1f %5.1f %5.1f GB/s = %3.0f%% of the memory read probed just before each (median of 3 x 8 tokens)\n",
-               beside_gbs[0], beside_gbs[1], beside_gbs[2], 100 * med);
+               beside_gbs[0], beside_gbs[1], beside_gbs[2], 100 * median3(beside));
+    if (vis_beside[2] > 0 && pre_beside[2] > 0) {
+        printf("vision beside    %3.0f %3.0f %3.0f %% = %3.0f%% of the %s peak probed just before each (median of 3 runs)\n", 100 * vis_beside[0],
+               100 * vis_beside[1], 100 * vis_beside[2], 100 * median3(vis_beside), vis_q ? "int8" : "FMA");
+        printf("prefill beside   %3.0f %3.0f %3.0f %% = %3.0f%% of the %s peak probed just before each (median of 3 runs)\n", 100 * pre_beside[0],
+               100 * pre_beside[1], 100 * pre_beside[2], 100 * median3(pre_beside), txt_q ? "int8" : "FMA");
     }
     printf("end to end       %8.1f ms   (load + the timed run: preprocess, vision, resampler, prefill, %d new tokens)\n",
            t_load + t_end - t0, res.n_decode);
@@ -1435,10 +1463,11 @@ static void print_help(FILE *f) {
         "                           time each stage (load, preprocess, vision, resampler, prefill,\n"
         "                           decode, end to end, peak RSS) as fractions of the machine's memory\n"
         "                           read bandwidth and FMA peak (and int8 peak for q8_0/q4_0 matrices),\n"
-        "                           measured before and after the run, then\n"
-        "                           3 x 8 more decode steps each right after a memory probe (5-10 s in\n"
-        "                           all; --no-limits skips them); default image: a synthetic 1024x1024,\n"
-        "                           32 new tokens, no n-gram ban\n"
+        "                           measured before and after the run, then 3 x 8 more decode steps\n"
+        "                           each right after a memory probe, and 3 x (vision, prefill) each\n"
+        "                           right after a peak probe, as medians (5-30 s in all; --no-limits\n"
+        "                           skips them); default image: a synthetic 1024x1024, 32 new tokens,\n"
+        "                           no n-gram ban\n"
         "\n"
         "options:\n"
         "  -m, --model DIR|FILE     Hugging Face checkpoint directory (config.json, model.safetensors,\n"

@@ -801,7 +801,7 @@ static void test_cli_bench(void) {
     CHECK(r.status == 0 && strstr(r.out, "(97x61 image)") && strstr(r.out, "3 new tokens") && strstr(r.out, "1 threads"),
           "bench --image: exit %d\n%s", r.status, r.out);
     cli__run_free(&r);
-    /* with the limits (5-10 s here): the machine line, fractions, and the decode steps beside the probe */
+    /* with the limits (5-10 s here): the machine line, fractions, and the decode steps, vision and prefill beside the probes */
     snprintf(cmd, sizeof cmd, "%s bench -m tests/fixtures/tiny_f32 -n 4 -t 2", cli__bin());
     cli__exec(cmd, &r);
     {
@@ -815,6 +815,19 @@ static void test_cli_bench(void) {
                   sscanf(b, "\ndecode beside %lf %lf %lf GB/s = %lf%%", &g[0], &g[1], &g[2], &pct) == 4 && g[0] > 0 && g[1] > 0 &&
                   g[2] > 0 && pct >= 0, /* (the tiny model's fraction can round to 0 %) */
               "bench with limits: exit %d, decode beside %g %g %g %g%%\n%s", r.status, g[0], g[1], g[2], pct, r.out);
+        { /* vision and prefill beside the FMA probe (float32 model): 3 fractions and their median */
+            static const char *st[2] = {"\nvision beside ", "\nprefill beside "};
+            int k;
+            for (k = 0; k < 2; k++) {
+                const char *v = strstr(r.out, st[k]);
+                double f[3] = {-1, -1, -1}, med = -1;
+                char fmt[96];
+                snprintf(fmt, sizeof fmt, "%s%%lf %%lf %%lf %%%% = %%lf%%%% of the FMA peak", st[k]);
+                CHECK(v && sscanf(v, fmt, &f[0], &f[1], &f[2], &med) == 4 && f[0] >= 0 && f[1] >= 0 && f[2] >= 0 && med >= 0 &&
+                          strstr(v, "(median of 3 runs)"),
+                      "bench: %s %g %g %g median %g\n%s", st[k] + 1, f[0], f[1], f[2], med, r.out);
+            }
+        }
     }
     cli__run_free(&r);
 }
