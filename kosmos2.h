@@ -7041,48 +7041,61 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
          * products then need no tail: the same bits, as a tail adds 0 * 0 to its lanes too) */
         const int64_t S16 = (S + 15) / 16 * 16;
         const int qkt = ks->qkt && hd % 16 == 0; /* the scores by the transposed-keys kernel */
-        int64_t per = T * hd * 2 + S16 * hd * 2 + T * S16 + hd, h;
-        float *all = (float *)kosmos2__alloc((size_t)(per * H) * sizeof(float)); /* [H, per] scratch */
-        if (!all) return KOSMOS2_E_NOMEM;
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (T * S * hd * H >= ((int64_t)1 << 18))
-        for (h = 0; h < H; h++) {
-            float *qh = all + h * per, *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S16 * hd, *p = vt + S16 * hd, *vr = p + T * S16;
-            /* qh [T, hd], oh [T, hd], kh [S16, hd], vt [hd, S16] (V transposed), p [T, S16], vr [hd] (one V row) */
+        const int64_t per = T * hd * 2 + S16 * hd * 2 + T * S16 + hd;
+        int failed = 0;
+        (void)n_threads;
+#pragma omp parallel num_threads(n_threads) if (T * S * hd * H >= ((int64_t)1 << 18))
+        {
+            /* one head's scratch per thread, reused for each of its heads (stays in L2/L3; a
+             * scratch per head touched 8.8 MB of fresh pages per vision layer): qh [T, hd],
+             * oh [T, hd], kh [S16, hd], vt [hd, S16] (V transposed), p [T, S16], vr [hd] (one row) */
+            float *qh = (float *)KOSMOS2_MALLOC((size_t)per * sizeof(float));
+            float *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S16 * hd, *p = vt + S16 * hd, *vr = p + T * S16;
             kosmos2__mat km, vm;
-            int64_t t, s, d;
+            int64_t h;
+            if (!qh) {
+#pragma omp atomic write
+                failed = 1;
+            }
             km.data = kh; km.dtype = KOSMOS2__F32; km.rows = S16; km.cols = hd;
             vm.data = vt; vm.dtype = KOSMOS2__F32; vm.rows = hd; vm.cols = S16;
-            for (t = 0; t < T; t++)
-                for (d = 0; d < hd; d++) qh[t * hd + d] = q[t * q_stride + h * hd + d] * qscale;
-            for (s = 0; s < S; s++) { /* K as rows kh [S16, hd], or transposed in its place (qkt) */
-                const float *vs = vr;
-                if (qkt) {
-                    kosmos2__kv_widen(ks, vr, k, kv_dt, s * kv_stride + h * hd, hd);
-                    for (d = 0; d < hd; d++) kh[(s / 16 * hd + d) * 16 + s % 16] = vr[d];
-                } else
-                    kosmos2__kv_widen(ks, kh + s * hd, k, kv_dt, s * kv_stride + h * hd, hd);
-                if (kv_dt == KOSMOS2__F32) vs = (const float *)v + s * kv_stride + h * hd;
-                else kosmos2__kv_widen(ks, vr, v, kv_dt, s * kv_stride + h * hd, hd);
-                for (d = 0; d < hd; d++) vt[d * S16 + s] = vs[d];
+#pragma omp for schedule(static)
+            for (h = 0; h < H; h++) {
+                int64_t t, s, d;
+                if (!qh) continue;
+                for (t = 0; t < T; t++)
+                    for (d = 0; d < hd; d++) qh[t * hd + d] = q[t * q_stride + h * hd + d] * qscale;
+                for (s = 0; s < S; s++) { /* K as rows kh [S16, hd], or transposed in its place (qkt) */
+                    const float *ks_ = vr, *vs = vr;
+                    if (qkt) {
+                        if (kv_dt == KOSMOS2__F32) ks_ = (const float *)k + s * kv_stride + h * hd;
+                        else kosmos2__kv_widen(ks, vr, k, kv_dt, s * kv_stride + h * hd, hd);
+                        for (d = 0; d < hd; d++) kh[(s / 16 * hd + d) * 16 + s % 16] = ks_[d];
+                    } else
+                        kosmos2__kv_widen(ks, kh + s * hd, k, kv_dt, s * kv_stride + h * hd, hd);
+                    if (kv_dt == KOSMOS2__F32) vs = (const float *)v + s * kv_stride + h * hd;
+                    else kosmos2__kv_widen(ks, vr, v, kv_dt, s * kv_stride + h * hd, hd);
+                    for (d = 0; d < hd; d++) vt[d * S16 + s] = vs[d];
+                }
+                if (!qkt) memset(kh + S * hd, 0, (size_t)((S16 - S) * hd) * sizeof(float)); /* the padding keys and values */
+                for (d = 0; d < hd && S16 > S; d++) {
+                    if (qkt) memset(kh + (S / 16 * hd + d) * 16 + S % 16, 0, (size_t)(S16 - S) * sizeof(float));
+                    memset(vt + d * S16 + S, 0, (size_t)(S16 - S) * sizeof(float));
+                }
+                if (qkt) ks->qkt(p, S16, qh, T, kh, S16, hd); /* scores = Q K^T (0 for the padding keys) */
+                else kosmos2__matmul(p, qh, T, &km, NULL, 1);
+                for (t = 0; t < T; t++) {
+                    int64_t n_keys = causal ? causal_base + t + 1 : S;
+                    if (n_keys > S) n_keys = S;
+                    kosmos2__softmax_row(p + t * S16, n_keys);
+                    for (s = n_keys; s < S16; s++) p[t * S16 + s] = 0.0f;
+                }
+                kosmos2__matmul(oh, p, T, &vm, NULL, 1); /* out = P V */
+                for (t = 0; t < T; t++) memcpy(out + t * (int64_t)H * hd + h * hd, oh + t * hd, (size_t)hd * sizeof(float));
             }
-            if (!qkt) memset(kh + S * hd, 0, (size_t)((S16 - S) * hd) * sizeof(float)); /* the padding keys and values */
-            for (d = 0; d < hd && S16 > S; d++) {
-                if (qkt) memset(kh + (S / 16 * hd + d) * 16 + S % 16, 0, (size_t)(S16 - S) * sizeof(float));
-                memset(vt + d * S16 + S, 0, (size_t)(S16 - S) * sizeof(float));
-            }
-            if (qkt) ks->qkt(p, S16, qh, T, kh, S16, hd); /* scores = Q K^T (0 for the padding keys) */
-            else kosmos2__matmul(p, qh, T, &km, NULL, 1);
-            for (t = 0; t < T; t++) {
-                int64_t n_keys = causal ? causal_base + t + 1 : S;
-                if (n_keys > S) n_keys = S;
-                kosmos2__softmax_row(p + t * S16, n_keys);
-                for (s = n_keys; s < S16; s++) p[t * S16 + s] = 0.0f;
-            }
-            kosmos2__matmul(oh, p, T, &vm, NULL, 1); /* out = P V */
-            for (t = 0; t < T; t++) memcpy(out + t * (int64_t)H * hd + h * hd, oh + t * hd, (size_t)hd * sizeof(float));
+            KOSMOS2_FREE(qh);
         }
-        KOSMOS2_FREE(all);
-        return 0;
+        return failed ? KOSMOS2_E_NOMEM : 0;
     }
     {   /* few queries (decoding): each thread takes a contiguous range of heads and reads the
          * cache row after row (its heads' part of a row is contiguous), scores then values */
