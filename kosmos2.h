@@ -5574,8 +5574,8 @@ static void kosmos2__panel_float(const kosmos2__kernel_set *ks, float *y, int64_
 /* Panels [g, ge) (a group) times the rows m0 .. m0 + mr - 1 (a chunk), block by block of K:
  * block k0 of each panel of the group, then block k0 + kb of each, ... (see TILING). */
 static void kosmos2__float_group(const kosmos2__kernel_set *ks, float *y, const float *x, const float *x_in, int64_t M,
-             int64_t m0, int64_t mr, const kosmos2__mat *W, const float *bias, int64_t g, int64_t ge,
-             int64_t kb, int64_t ldx, int xblk, float *buf, int64_t ldb, float *part, int blocked) {
+                                 int64_t m0, int64_t mr, const kosmos2__mat *W, const float *bias, int64_t g, int64_t ge,
+                                 int64_t kb, int64_t ldx, int xblk, float *buf, int64_t ldb, float *part, int blocked) {
     const int64_t N = W->rows, K = W->cols, C = ks->C, np = (N + C - 1) / C;
     const int64_t wbytes = kosmos2__row_bytes(W->dtype, K), es = W->dtype == KOSMOS2__F32 ? 4 : 2;
     int64_t p, k0;
@@ -5667,7 +5667,7 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
 #endif
     {
         /* per thread (float16 / bfloat16): the panel block [C, ldb] widened to float32 and the
-         * parked lanes [mr, C, 16]; without them (float32, few rows, or no memory) the kernels
+         * parked lanes [KOSMOS2__PGROUP, mc, C, 16]; without them (float32, few rows, or no memory) the kernels
          * read W directly over all of K */
         void *bufmem = many && W->dtype != KOSMOS2__F32 ? KOSMOS2_MALLOC((size_t)(C * ldb) * 4 + 64) : NULL;
         void *partmem = many && kb < K ? KOSMOS2_MALLOC((size_t)(KOSMOS2__PGROUP * mc * C) * 64 + 64) : NULL;
@@ -7049,11 +7049,12 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
             /* one head's scratch per thread, reused for each of its heads (stays in L2/L3; a
              * scratch per head touched 8.8 MB of fresh pages per vision layer): qh [T, hd],
              * oh [T, hd], kh [S16, hd], vt [hd, S16] (V transposed), p [T, S16], vr [hd] (one row) */
-            float *qh = (float *)KOSMOS2_MALLOC((size_t)per * sizeof(float));
-            float *oh = qh + T * hd, *kh = oh + T * hd, *vt = kh + S16 * hd, *p = vt + S16 * hd, *vr = p + T * S16;
+            float *qh = (float *)KOSMOS2_MALLOC((size_t)per * sizeof(float)), *oh = NULL, *kh = NULL, *vt = NULL, *p = NULL, *vr = NULL;
             kosmos2__mat km, vm;
             int64_t h;
-            if (!qh) {
+            if (qh) {
+                oh = qh + T * hd; kh = oh + T * hd; vt = kh + S16 * hd; p = vt + S16 * hd; vr = p + T * S16;
+            } else {
 #pragma omp atomic write
                 failed = 1;
             }
@@ -7095,7 +7096,7 @@ static int kosmos2__attention(float *out, float *q, int64_t q_stride, float qsca
             }
             KOSMOS2_FREE(qh);
         }
-        return failed ? KOSMOS2_E_NOMEM : 0;
+        return failed ? kosmos2__fail(KOSMOS2_E_NOMEM, "attention: out of memory for a %lld-byte scratch", (long long)(per * 4)) : 0;
     }
     {   /* few queries (decoding): each thread takes a contiguous range of heads and reads the
          * cache row after row (its heads' part of a row is contiguous), scores then values */
