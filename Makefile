@@ -1,5 +1,6 @@
 # kosmos2.h build: `make` builds build/kosmos2 (the CLI) and build/minimal, `make test` runs the tests.
-#   make test | asan | ubsan    unit + CLI tests (asan/ubsan also build the CLI with the sanitizer)
+#   make test | asan | ubsan    unit + CLI tests (asan/ubsan also build the CLI with the sanitizer);
+#                               each runs the kernel/model tests again with AVX-512 emulated (SIMDe)
 #   make test-clang             the same tests built by clang
 #   make demo [MODEL=DIR]       download the official checkpoint (or use DIR) and annotate snowman.jpg
 #   make bench [FULLSIZE=DIR]   per-stage speed on a full-size random checkpoint, vs the machine's limits
@@ -45,11 +46,20 @@ build/noomp_check.o: $(HDRS) | build
 	printf '#define KOSMOS2_IMPLEMENTATION\n#include "kosmos2.h"\n' > build/noomp_check.c
 	$(CC) $(WARN) -O2 -I. -c build/noomp_check.c -o $@
 
-test: build/test build/kosmos2 build/minimal build/cxx_check.o build/noomp_check.o
+# The AVX-512 kernels on any AVX2 CPU: AVX-512 intrinsics from SIMDe (Debian libsimde-dev, tests
+# only) over native AVX2; build/test runs it (test_kernels_avx512_emulated). See tests/avx512_emu.h.
+EMU = -mavx2 -mfma -mf16c -Wno-psabi
+build/test-avx512emu: $(TESTSRC) $(HDRS) | build
+	$(CC) $(WARN) $(CFLAGS) $(EMU) $(OMP) -I. -o $@ tests/test_avx512_emu.c $(LDLIBS)
+
+test: build/test build/test-avx512emu build/kosmos2 build/minimal build/cxx_check.o build/noomp_check.o
 	./build/test
 
 build/test-asan: $(TESTSRC) $(HDRS) | build
 	$(CC) $(WARN) $(ASAN) $(OMP) -I. -o $@ tests/test_main.c $(LDLIBS)
+
+build/test-avx512emu-asan: $(TESTSRC) $(HDRS) | build
+	$(CC) $(WARN) $(ASAN) $(EMU) $(OMP) -I. -o $@ tests/test_avx512_emu.c $(LDLIBS)
 
 build/kosmos2-asan: examples/kosmos2.c $(HDRS) | build
 	$(CC) $(WARN) $(ASAN) $(OMP) -I. -o $@ examples/kosmos2.c $(LDLIBS)
@@ -60,22 +70,28 @@ build/minimal-asan: examples/minimal.c $(HDRS) | build
 build/test-ubsan: $(TESTSRC) $(HDRS) | build
 	$(CC) $(WARN) $(UBSAN) $(OMP) -I. -o $@ tests/test_main.c $(LDLIBS)
 
+build/test-avx512emu-ubsan: $(TESTSRC) $(HDRS) | build
+	$(CC) $(WARN) $(UBSAN) $(EMU) $(OMP) -I. -o $@ tests/test_avx512_emu.c $(LDLIBS)
+
 build/kosmos2-ubsan: examples/kosmos2.c $(HDRS) | build
 	$(CC) $(WARN) $(UBSAN) $(OMP) -I. -o $@ examples/kosmos2.c $(LDLIBS)
 
 build/minimal-ubsan: examples/minimal.c $(HDRS) | build
 	$(CC) $(WARN) $(UBSAN) $(OMP) -I. -o $@ examples/minimal.c $(LDLIBS)
 
-asan: build/test-asan build/kosmos2-asan build/minimal-asan
-	ASAN_OPTIONS=detect_leaks=1 KOSMOS2_CLI=build/kosmos2-asan KOSMOS2_MINIMAL=build/minimal-asan ./build/test-asan
+asan: build/test-asan build/test-avx512emu-asan build/kosmos2-asan build/minimal-asan
+	ASAN_OPTIONS=detect_leaks=1 KOSMOS2_CLI=build/kosmos2-asan KOSMOS2_MINIMAL=build/minimal-asan KOSMOS2_AVX512EMU=build/test-avx512emu-asan ./build/test-asan
 
-ubsan: build/test-ubsan build/kosmos2-ubsan build/minimal-ubsan
-	KOSMOS2_CLI=build/kosmos2-ubsan KOSMOS2_MINIMAL=build/minimal-ubsan ./build/test-ubsan
+ubsan: build/test-ubsan build/test-avx512emu-ubsan build/kosmos2-ubsan build/minimal-ubsan
+	KOSMOS2_CLI=build/kosmos2-ubsan KOSMOS2_MINIMAL=build/minimal-ubsan KOSMOS2_AVX512EMU=build/test-avx512emu-ubsan ./build/test-ubsan
 
 # the unit + CLI tests built by clang (the kernels' pragmas and intrinsics meet another compiler)
 CLANG ?= clang
 build/test-clang: $(TESTSRC) $(HDRS) | build
 	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ tests/test_main.c $(LDLIBS)
+
+build/test-avx512emu-clang: $(TESTSRC) $(HDRS) | build
+	$(CLANG) $(WARN) $(CFLAGS) $(EMU) $(OMP) -I. -o $@ tests/test_avx512_emu.c $(LDLIBS)
 
 build/kosmos2-clang: examples/kosmos2.c $(HDRS) | build
 	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ examples/kosmos2.c $(LDLIBS)
@@ -83,8 +99,8 @@ build/kosmos2-clang: examples/kosmos2.c $(HDRS) | build
 build/minimal-clang: examples/minimal.c $(HDRS) | build
 	$(CLANG) $(WARN) $(CFLAGS) $(OMP) -I. -o $@ examples/minimal.c $(LDLIBS)
 
-test-clang: build/test-clang build/kosmos2-clang build/minimal-clang
-	KOSMOS2_CLI=build/kosmos2-clang KOSMOS2_MINIMAL=build/minimal-clang ./build/test-clang
+test-clang: build/test-clang build/test-avx512emu-clang build/kosmos2-clang build/minimal-clang
+	KOSMOS2_CLI=build/kosmos2-clang KOSMOS2_MINIMAL=build/minimal-clang KOSMOS2_AVX512EMU=build/test-avx512emu-clang ./build/test-clang
 
 # Fetch microsoft/kosmos-2-patch14-224 into MODEL (skipping complete files) and draw snowman.jpg's
 # entities into snowman_annotated.png. Offline: make demo MODEL=/path/to/a/local/copy

@@ -3747,7 +3747,14 @@ KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t 
 #define KOSMOS2__X86_DIAG_PUSHED 1
 #endif
 #define KOSMOS2__T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#ifdef KOSMOS2__EMULATE_AVX512
+/* Tests only (tests/avx512_emu.h): the AVX-512 kernels built from SIMDe's portable AVX-512
+ * intrinsics on top of native AVX2, and chosen on any AVX2 CPU, so that they run on machines
+ * without AVX-512 (the test suite checks them against the scalar reference there). */
+#define KOSMOS2__T_AVX512 KOSMOS2__T_AVX2
+#else
 #define KOSMOS2__T_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#endif
 #define KOSMOS2__INLINE static inline __attribute__((always_inline))
 #ifdef __clang__ /* (clang takes "GCC unroll 8" as a partial unroll: the tiles' accumulator arrays stayed in memory, 4x slower) */
 #define KOSMOS2__UNROLL _Pragma("clang loop unroll(full)")
@@ -3774,6 +3781,9 @@ static int kosmos2__isa_detect(void) {
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
             __builtin_cpu_supports("avx512vnni"))
             best = KOSMOS2__ISA_AVX512;
+#ifdef KOSMOS2__EMULATE_AVX512
+        best = KOSMOS2__ISA_AVX512;
+#endif
     }
     if (env && strcmp(env, "scalar") == 0) best = KOSMOS2__ISA_SCALAR;
     else if (env && strcmp(env, "avx2") == 0 && best > KOSMOS2__ISA_AVX2) best = KOSMOS2__ISA_AVX2;

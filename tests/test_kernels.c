@@ -869,6 +869,40 @@ static void test_kernels_layernorm_row(void) {
     free(v); free(w); free(b); free(ref); free(o);
 }
 
+/* The AVX-512 kernels, emulated: build/test-avx512emu (tests/avx512_emu.h: SIMDe's AVX-512 on
+ * native AVX2) runs the kernel, loader, model and hostile-file tests with the AVX-512 paths chosen,
+ * each against the scalar reference as on AVX-512 hardware. Its binary is $KOSMOS2_AVX512EMU
+ * (make asan/ubsan point it at sanitized builds, which also catch a full-width load past a buffer
+ * that a masked load should have made). Inside that binary this test checks that the emulation is
+ * on. On a CPU without AVX2 + FMA + F16C, which the emulation builds on, it says it did not run. */
+static void test_kernels_avx512_emulated(void) {
+#ifdef KOSMOS2__EMULATE_AVX512
+    int isa = kosmos2__kernels_set_isa(-1);
+    CHECK(isa == KOSMOS2__ISA_AVX512, "the emulated build chose %s, not avx512", kosmos2__isa_name(isa));
+#else
+    const char *bin = getenv("KOSMOS2_AVX512EMU") ? getenv("KOSMOS2_AVX512EMU") : "build/test-avx512emu";
+    char cmd[1024], line[4096], last[4096] = "";
+    int passed = -1, failed = -1, st, lines = 0;
+    FILE *p;
+    if (kosmos2__kernels_set_isa(-1) < KOSMOS2__ISA_AVX2) {
+        printf("    NOT RUN: this CPU lacks AVX2/FMA/F16C, on which the AVX-512 emulation is built\n");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "%s kernels,loader,model,hostile 2>&1", bin);
+    p = popen(cmd, "r");
+    CHECK(p != NULL, "cannot run %s", bin);
+    if (!p) return;
+    while (fgets(line, sizeof line, p)) {
+        if (strncmp(line, "ok ", 3) != 0 && strstr(line, "FAIL") && lines++ < 40) printf("    emulated: %s", line);
+        if (sscanf(line, "%d passed, %d failed", &passed, &failed) == 2) snprintf(last, sizeof last, "%s", line);
+    }
+    st = pclose(p);
+    CHECK(st == 0 && failed == 0 && passed >= 40, "%s (build it with make build/test-avx512emu): exit status %d, closing line '%s'",
+          bin, st, last[0] ? strtok(last, "\n") : "(none)");
+    if (passed >= 0) printf("    %s: %d passed, %d failed (kernel, loader, model, hostile tests with AVX-512 emulated)\n", bin, passed, failed);
+#endif
+}
+
 static void tests_kernels(void) {
     RUN(test_kernels_f16_bf16);
     RUN(test_kernels_quantize_q8_0);
@@ -890,4 +924,5 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_long_rows);
     RUN(test_kernels_matmul_chunks);
     RUN(test_kernels_matmul_errors);
+    RUN(test_kernels_avx512_emulated);
 }

@@ -1,5 +1,6 @@
 /* tests/test_main.c - the test runner: one binary, every test file included (a unity build).
- * Run from the repository root: build/test [NAME_FILTER]. Closing line: "N passed, N failed". */
+ * Run from the repository root: build/test [NAME_FILTER] (comma-separated substrings of
+ * test names: build/test kernels,model). Closing line: "N passed, N failed". */
 #define KOSMOS2_IMPLEMENTATION
 #include "../kosmos2.h"
 #include "test.h"
