@@ -870,7 +870,7 @@ static void test_kernels_layernorm_row(void) {
 }
 
 /* The AVX-512 kernels, emulated: build/test-avx512emu (tests/avx512_emu.h: SIMDe's AVX-512 on
- * native AVX2) runs the kernel, loader, model and hostile-file tests with the AVX-512 paths chosen,
+ * native AVX2) runs the kernel, loader, GGUF, model and hostile-file tests with the AVX-512 paths chosen,
  * each against the scalar reference as on AVX-512 hardware. Its binary is $KOSMOS2_AVX512EMU
  * (make asan/ubsan point it at sanitized builds, which also catch a full-width load past a buffer
  * that a masked load should have made). Inside that binary this test checks that the emulation is
@@ -888,7 +888,7 @@ static void test_kernels_avx512_emulated(void) {
         printf("    NOT RUN: this CPU lacks AVX2/FMA/F16C, on which the AVX-512 emulation is built\n");
         return;
     }
-    snprintf(cmd, sizeof cmd, "%s kernels,loader,model,hostile 2>&1", bin);
+    snprintf(cmd, sizeof cmd, "%s kernels,loader,gguf,model,hostile 2>&1", bin);
     p = popen(cmd, "r");
     CHECK(p != NULL, "cannot run %s", bin);
     if (!p) return;
@@ -899,7 +899,7 @@ static void test_kernels_avx512_emulated(void) {
     st = pclose(p);
     CHECK(st == 0 && failed == 0 && passed >= 40, "%s (build it with make build/test-avx512emu): exit status %d, closing line '%s'",
           bin, st, last[0] ? strtok(last, "\n") : "(none)");
-    if (passed >= 0) printf("    %s: %d passed, %d failed (kernel, loader, model, hostile tests with AVX-512 emulated)\n", bin, passed, failed);
+    if (passed >= 0) printf("    %s: %d passed, %d failed (kernel, loader, GGUF, model, hostile tests with AVX-512 emulated)\n", bin, passed, failed);
 #endif
 }
 
