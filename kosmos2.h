@@ -4228,41 +4228,51 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__tile_avx2_body(float *y, int64_t l
         lo[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16) : _mm256_setzero_ps();
         hi[r][c] = flags & KOSMOS2__T_RESUME ? _mm256_loadu_ps(part + (r * C + c) * 16 + 8) : _mm256_setzero_ps();
     }
-    for (k = 0; k + 16 <= K; k += 16) {
-        if (pn > 0) { /* one line of the next weight block per step (see kosmos2__next_block) */
-            _mm_prefetch((const char *)pf->base + prow * pf->stride + poff * 64, _MM_HINT_T1);
-            pn--;
-            if (++poff == pf->per_row) { poff = 0; prow++; }
-        }
-        if (R == 1 && dt != KOSMOS2__F32) { /* decoding: the next panel's bytes (rows are contiguous) at the same pace */
-            const char *q = (const char *)w + C * ldw * es + C * k * es;
-            _mm_prefetch(q, _MM_HINT_T0);
-            _mm_prefetch(q + 64, _MM_HINT_T0);
-        }
-        { /* lanes 0-7, then 8-15: each operand loaded once into a register (see above) */
-            __m256 x0[2], x1[2];
-            if (R > 1) /* the activation rows' line 256 bytes ahead (from L2: +1-5 %, 2 threads, Zen 3) */
-                KOSMOS2__UNROLL for (r = 0; r < R; r++) _mm_prefetch((const char *)(x + r * ldx + k) + 256, _MM_HINT_T0);
-            KOSMOS2__UNROLL for (r = 0; r < R; r++) {
-                x0[r] = _mm256_loadu_ps(x + r * ldx + k);
-                KOSMOS2__IN_REG(x0[r]);
-            }
-            KOSMOS2__UNROLL for (c = 0; c < C; c++) {
-                __m256 wv = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, k);
-                KOSMOS2__IN_REG(wv);
-                KOSMOS2__UNROLL for (r = 0; r < R; r++) lo[r][c] = _mm256_fmadd_ps(x0[r], wv, lo[r][c]);
-            }
-            KOSMOS2__UNROLL for (r = 0; r < R; r++) {
-                x1[r] = _mm256_loadu_ps(x + r * ldx + k + 8);
-                KOSMOS2__IN_REG(x1[r]);
-            }
-            KOSMOS2__UNROLL for (c = 0; c < C; c++) {
-                __m256 wv = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, k + 8);
-                KOSMOS2__IN_REG(wv);
-                KOSMOS2__UNROLL for (r = 0; r < R; r++) hi[r][c] = _mm256_fmadd_ps(x1[r], wv, hi[r][c]);
-            }
-        }
+    /* One step: k .. k + 15 of every accumulator, lanes 0-7 then 8-15, each operand loaded once
+     * into a register (see above). */
+#define KOSMOS2__TILE_AVX2_STEP(k)                                                                                     \
+    do {                                                                                                               \
+        __m256 x0[2], x1[2];                                                                                           \
+        if (R == 1 && dt != KOSMOS2__F32) { /* decoding: the next panel's bytes (rows are contiguous) at the same pace */ \
+            const char *q = (const char *)w + C * ldw * es + C * (k) * es;                                             \
+            _mm_prefetch(q, _MM_HINT_T0);                                                                              \
+            _mm_prefetch(q + 64, _MM_HINT_T0);                                                                         \
+        }                                                                                                              \
+        if (R > 1) /* the activation rows' line 256 bytes ahead (from L2: +1-5 %, 2 threads, Zen 3) */                 \
+            KOSMOS2__UNROLL for (r = 0; r < R; r++) _mm_prefetch((const char *)(x + r * ldx + (k)) + 256, _MM_HINT_T0); \
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {                                                                      \
+            x0[r] = _mm256_loadu_ps(x + r * ldx + (k));                                                                \
+            KOSMOS2__IN_REG(x0[r]);                                                                                    \
+        }                                                                                                              \
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) {                                                                      \
+            __m256 wv = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, (k));                                  \
+            KOSMOS2__IN_REG(wv);                                                                                       \
+            KOSMOS2__UNROLL for (r = 0; r < R; r++) lo[r][c] = _mm256_fmadd_ps(x0[r], wv, lo[r][c]);                   \
+        }                                                                                                              \
+        KOSMOS2__UNROLL for (r = 0; r < R; r++) {                                                                      \
+            x1[r] = _mm256_loadu_ps(x + r * ldx + (k) + 8);                                                            \
+            KOSMOS2__IN_REG(x1[r]);                                                                                    \
+        }                                                                                                              \
+        KOSMOS2__UNROLL for (c = 0; c < C; c++) {                                                                      \
+            __m256 wv = kosmos2__load8_avx2((const char *)w + c * ldw * es, dt, (k) + 8);                              \
+            KOSMOS2__IN_REG(wv);                                                                                       \
+            KOSMOS2__UNROLL for (r = 0; r < R; r++) hi[r][c] = _mm256_fmadd_ps(x1[r], wv, hi[r][c]);                   \
+        }                                                                                                              \
+    } while (0)
+    /* The steps that also prefetch one line of the next weight block each (see
+     * kosmos2__next_block), then the others with no per-step test: a 2 x 3 step is 12
+     * multiply-adds among ~30 instructions, and Zen 3 dispatches 6 per cycle, so the loop's own
+     * overhead counts (Zen 3, 52 rows x 1024 -> 4096 f32 as the driver runs it, one thread:
+     * 69-71 -> 72-78 % of the FMA peak; scripts/ab_stages.sh, 2 threads, 8 pairs: f32 vision
+     * min 1718 -> 1556 ms, bf16 vision 1406 -> 1245, bf16 prefill 1434 -> 1349). Two steps per
+     * iteration were slower: GCC then spilled an accumulator. */
+    for (k = 0; k + 16 <= K && pn > 0; k += 16, pn--) {
+        _mm_prefetch((const char *)pf->base + prow * pf->stride + poff * 64, _MM_HINT_T1);
+        if (++poff == pf->per_row) { poff = 0; prow++; }
+        KOSMOS2__TILE_AVX2_STEP(k);
     }
+    for (; k + 16 <= K; k += 16) KOSMOS2__TILE_AVX2_STEP(k);
+#undef KOSMOS2__TILE_AVX2_STEP
     if (k < K) {
         int64_t n = K - k, j;
         for (r = 0; r < R; r++)
