@@ -3479,7 +3479,8 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *      registers); y = s + bias. |p[b]| <= 32 * 128 * 127 < 2^24: the conversion is exact.
  *
  *  TILING (float weights, kosmos2__matmul_float). W is cut into panels of C rows; each thread
- *  takes whole panels (static schedule). With at least R activation rows and float16/bfloat16
+ *  owns an even, contiguous share of whole panels, and a thread done early takes the groups of
+ *  panels another has not started (whole groups: the same bits). With at least R activation rows and float16/bfloat16
  *  weights, a panel is walked in blocks of KB values of k (1024 on AVX-512 and AVX2; on Zen 3
  *  the AVX2 bfloat16 products ran 6-25 % faster with 1024 than with 512, 2 threads, the four
  *  vision/prefill shapes, interleaved in one process; 2048 and 4096 no faster): the
@@ -5643,6 +5644,11 @@ static void kosmos2__float_group(const kosmos2__kernel_set *ks, float *y, const 
 #undef KOSMOS2__XK
 }
 
+/* Tests only: thread 0 of a float product starts this many seconds late (so that the others
+ * take its groups of panels), and the count of groups taken from another thread's share. */
+KOSMOS2__UNUSED static double kosmos2__claims_delay = 0.0;
+KOSMOS2__UNUSED static int64_t kosmos2__claims_taken = 0;
+
 /* y[M,N] = x[M,K] W^T + bias for F32/F16/BF16 weights (see TILING above). */
 static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosmos2__mat *W, const float *bias,
                                  int n_threads, const kosmos2__kernel_set *ks) {
@@ -5683,7 +5689,11 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     mc = (mc + ks->R - 1) / ks->R * ks->R;
     (void)n_threads;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * N * K >= ((int64_t)1 << 18))
+    /* claims [nchunks, threads, 2]: per chunk of rows and thread, the thread's groups of panels
+     * not yet taken, [front, back) */
+    const int64_t nchunks = (M + mc - 1) / mc;
+    int64_t *claims = (int64_t *)KOSMOS2_MALLOC((size_t)(nchunks * (n_threads > 1 ? n_threads : 1) * 2) * sizeof(int64_t));
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && !omp_in_parallel() && M * N * K >= ((int64_t)1 << 18) && claims)
 #endif
     {
         /* per thread (float16 / bfloat16): the panel block [C, ldb] widened to float32 and the
@@ -5693,24 +5703,61 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
         void *partmem = many && kb < K ? KOSMOS2_MALLOC((size_t)(KOSMOS2__PGROUP * mc * C) * 64 + 64) : NULL;
         float *buf = (float *)kosmos2__align64(bufmem), *part = (float *)kosmos2__align64(partmem);
         const int blocked = (buf || W->dtype == KOSMOS2__F32) && (kb == K || part); /* else all of K at once */
-        int64_t p0 = 0, p1 = np, g, m0;
+        int64_t g, m0;
 #ifdef _OPENMP
-        { /* each thread a contiguous, even share of the panels (as a static schedule would) */
-            const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-            p0 = np * t / nt;
-            p1 = np * (t + 1) / nt;
+        /* Each thread owns a contiguous, even share of the panels (as a static schedule would)
+         * and goes through its groups of panels from the front, chunk by chunk, with no barrier
+         * between chunks; a thread done with a chunk takes the groups another thread has not
+         * started from the back of that thread's share (on a shared host one vCPU often runs
+         * slower, and the other would wait at the end). A group of a chunk is always done whole
+         * by one thread: the same bits whoever does it. (A dynamic schedule over all (chunk,
+         * group) items was slower: f32 vision, Zen 3, 2 threads, median 1.54 against 1.41 s.) */
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t ci;
+        for (ci = 0; ci < nchunks && claims; ci++) {
+            claims[(ci * nt + t) * 2] = 0;
+            claims[(ci * nt + t) * 2 + 1] = (np * (t + 1) / nt - np * t / nt + KOSMOS2__PGROUP - 1) / KOSMOS2__PGROUP;
         }
-#endif
-        /* chunks of rows with no barrier between them: each thread keeps its panels (a dynamic
-         * schedule over (chunk, group) items was slower: f32 vision, Zen 3, 2 threads, six
-         * interleaved pairs, median 1.54 against 1.41 s) */
-        for (m0 = 0; m0 < M; m0 += mc)
-            for (g = p0; g < p1; g += KOSMOS2__PGROUP) /* groups of KOSMOS2__PGROUP panels, block by block */
+#pragma omp barrier
+        if (t == 0 && kosmos2__claims_delay > 0.0) {
+            const double t0 = omp_get_wtime();
+            while (omp_get_wtime() - t0 < kosmos2__claims_delay) {}
+        }
+        for (ci = 0, m0 = 0; m0 < M && claims; m0 += mc, ci++)
+            for (;;) {
+                int64_t item = -1, owner = t, v, p0, p1;
+#pragma omp critical(kosmos2__claims)
+                {
+                    int64_t *c = claims + (ci * nt + t) * 2;
+                    if (c[0] < c[1]) item = c[0]++; /* own groups from the front */
+                    for (v = 1; v < nt && item < 0; v++) {
+                        c = claims + (ci * nt + (t + v) % nt) * 2;
+                        if (c[0] < c[1]) { /* another's from the back */
+                            item = --c[1];
+                            owner = (t + v) % nt;
+                            kosmos2__claims_taken++;
+                        }
+                    }
+                }
+                if (item < 0) break;
+                p0 = np * owner / nt;
+                p1 = np * (owner + 1) / nt;
+                g = p0 + item * KOSMOS2__PGROUP; /* a group of KOSMOS2__PGROUP panels, block by block */
                 kosmos2__float_group(ks, y, x, x_in, M, m0, M - m0 < mc ? M - m0 : mc, W, bias, g, p1 - g < KOSMOS2__PGROUP ? p1 : g + KOSMOS2__PGROUP,
                                      kb, ldx, xblk && xpad, buf, ldb, part, blocked);
+            }
+        if (!claims) /* (no memory for the claims: one thread, in order) */
+#endif
+            for (m0 = 0; m0 < M; m0 += mc)
+                for (g = 0; g < np; g += KOSMOS2__PGROUP) /* groups of KOSMOS2__PGROUP panels, block by block */
+                    kosmos2__float_group(ks, y, x, x_in, M, m0, M - m0 < mc ? M - m0 : mc, W, bias, g, np - g < KOSMOS2__PGROUP ? np : g + KOSMOS2__PGROUP,
+                                         kb, ldx, xblk && xpad, buf, ldb, part, blocked);
         KOSMOS2_FREE(bufmem);
         KOSMOS2_FREE(partmem);
     }
+#ifdef _OPENMP
+    KOSMOS2_FREE(claims);
+#endif
     KOSMOS2_FREE(xpad);
     return KOSMOS2_OK;
 }

@@ -630,6 +630,22 @@ static void test_kernels_matmul_chunks(void) {
             if ((d1 || d2) && bad++ < 5)
                 CHECK(0, "%s %s: %d (1 thread) and %d (2 threads) of %lld outputs differ from the scalar path",
                       kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype), d1, d2, (long long)(M * N));
+            if (dts[di] == KOSMOS2__F32 || dts[di] == KOSMOS2__BF16) {
+                /* thread 0 starts 30 ms late: thread 1 takes thread 0's groups of panels in every
+                 * chunk (the float driver's work taking), and the bits stay the scalar path's */
+                int64_t taken0 = kosmos2__claims_taken;
+                int d3 = 0;
+                kosmos2__claims_delay = 0.03;
+                CHECK_OK(kosmos2__matmul(y2, x, M, &W, bias, 2));
+                kosmos2__claims_delay = 0.0;
+                for (i = 0; i < M * N; i++) d3 += y2[i] != y0[i];
+                CHECK(d3 == 0, "%s %s, thread 0 late: %d of %lld outputs differ from the scalar path", kosmos2__isa_name(isa),
+                      kosmos2__dtype_name(W.dtype), d3, (long long)(M * N));
+#ifdef _OPENMP
+                CHECK(kosmos2__claims_taken > taken0, "%s %s: thread 0 late, yet no group was taken from its share",
+                      kosmos2__isa_name(isa), kosmos2__dtype_name(W.dtype));
+#endif
+            }
         }
         free(w);
     }
