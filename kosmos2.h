@@ -4264,7 +4264,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__tile_avx2_body(float *y, int64_t l
      * kosmos2__next_block), then the others with no per-step test: a 2 x 3 step is 12
      * multiply-adds among ~30 instructions, and Zen 3 dispatches 6 per cycle, so the loop's own
      * overhead counts (Zen 3, 52 rows x 1024 -> 4096 f32 as the driver runs it, one thread:
-     * 69-71 -> 72-78 % of the FMA peak; scripts/ab_stages.sh, 2 threads, 8 pairs: f32 vision
+     * 69-71 -> 72-80 % of the FMA peak; scripts/ab_stages.sh, 2 threads, 8 pairs: f32 vision
      * min 1718 -> 1556 ms, bf16 vision 1406 -> 1245, bf16 prefill 1434 -> 1349). Two steps per
      * iteration were slower: GCC then spilled an accumulator. */
     for (k = 0; k + 16 <= K && pn > 0; k += 16, pn--) {
