@@ -72,47 +72,22 @@ static inline simde__m128i k2emu_mm512_cvtepi32_epi8(simde__m512i a) { /* vpmovd
     memcpy(&r, o, 16);
     return r;
 }
-/* conversions: the two 256-bit halves through the native AVX2/F16C instruction */
-static inline simde__m512 k2emu_mm512_cvtepi32_ps(simde__m512i a) {
-    __m256i h[2];
-    __m256 o[2];
-    memcpy(h, &a, 64);
-    o[0] = _mm256_cvtepi32_ps(h[0]);
-    o[1] = _mm256_cvtepi32_ps(h[1]);
-    simde__m512 r;
-    memcpy(&r, o, 64);
-    return r;
-}
-static inline simde__m512i k2emu_mm512_cvtps_epi32(simde__m512 a) { /* current rounding mode (nearest even) */
-    __m256 h[2];
-    __m256i o[2];
-    memcpy(h, &a, 64);
-    o[0] = _mm256_cvtps_epi32(h[0]);
-    o[1] = _mm256_cvtps_epi32(h[1]);
-    simde__m512i r;
-    memcpy(&r, o, 64);
-    return r;
-}
-static inline simde__m512i k2emu_mm512_cvtepu16_epi32(__m256i a) {
-    __m128i h[2];
-    __m256i o[2];
-    memcpy(h, &a, 32);
-    o[0] = _mm256_cvtepu16_epi32(h[0]);
-    o[1] = _mm256_cvtepu16_epi32(h[1]);
-    simde__m512i r;
-    memcpy(&r, o, 64);
-    return r;
-}
-static inline simde__m512 k2emu_mm512_cvtph_ps(__m256i a) {
-    __m128i h[2];
-    __m256 o[2];
-    memcpy(h, &a, 32);
-    o[0] = _mm256_cvtph_ps(h[0]);
-    o[1] = _mm256_cvtph_ps(h[1]);
-    simde__m512 r;
-    memcpy(&r, o, 64);
-    return r;
-}
+/* conversions: the two halves through the native AVX2/F16C instruction op */
+#define K2EMU_BY_HALVES(name, out_t, half_out_t, in_t, half_in_t, op) \
+    static inline out_t name(in_t a) {                              \
+        half_in_t h[2];                                             \
+        half_out_t o[2];                                            \
+        out_t r;                                                    \
+        memcpy(h, &a, sizeof h);                                    \
+        o[0] = op(h[0]);                                            \
+        o[1] = op(h[1]);                                            \
+        memcpy(&r, o, sizeof r);                                    \
+        return r;                                                   \
+    }
+K2EMU_BY_HALVES(k2emu_mm512_cvtepi32_ps, simde__m512, __m256, simde__m512i, __m256i, _mm256_cvtepi32_ps)
+K2EMU_BY_HALVES(k2emu_mm512_cvtps_epi32, simde__m512i, __m256i, simde__m512, __m256, _mm256_cvtps_epi32) /* (rounding: MXCSR's, nearest even) */
+K2EMU_BY_HALVES(k2emu_mm512_cvtepu16_epi32, simde__m512i, __m256i, __m256i, __m128i, _mm256_cvtepu16_epi32)
+K2EMU_BY_HALVES(k2emu_mm512_cvtph_ps, simde__m512, __m256, __m256i, __m128i, _mm256_cvtph_ps)
 static inline __m256 k2emu_mm512_extractf32x8_ps(simde__m512 a, int imm) {
     __m256 h[2];
     memcpy(h, &a, 64);
