@@ -28,31 +28,27 @@
 #endif
 
 /* ---- the ten intrinsics SIMDe 0.7.4 lacks (Intel's definitions, lane by lane) ---- */
-static inline simde__m512 k2emu_mm512_maskz_loadu_ps(simde__mmask16 k, const void *p) {
-    float v[16] = {0};
+/* A masked load with zeroing: the n elements of `size` bytes at p whose bit in k is set, the
+ * others 0; only the selected elements are read (as the hardware: no fault past them). */
+static inline void k2emu_maskz_load(void *out, uint64_t k, const void *p, int n, int size) {
     int i;
-    for (i = 0; i < 16; i++) /* only the selected lanes are read (as the hardware: no fault past them) */
-        if ((k >> i) & 1) memcpy(&v[i], (const char *)p + 4 * i, 4);
+    memset(out, 0, (size_t)(n * size));
+    for (i = 0; i < n; i++)
+        if ((k >> i) & 1) memcpy((char *)out + i * size, (const char *)p + i * size, (size_t)size);
+}
+static inline simde__m512 k2emu_mm512_maskz_loadu_ps(simde__mmask16 k, const void *p) {
     simde__m512 r;
-    memcpy(&r, v, 64);
+    k2emu_maskz_load(&r, k, p, 16, 4);
     return r;
 }
 static inline simde__m512i k2emu_mm512_maskz_loadu_epi8(uint64_t k, const void *p) {
-    uint8_t v[64] = {0};
-    int i;
-    for (i = 0; i < 64; i++)
-        if ((k >> i) & 1) v[i] = ((const uint8_t *)p)[i];
     simde__m512i r;
-    memcpy(&r, v, 64);
+    k2emu_maskz_load(&r, k, p, 64, 1);
     return r;
 }
 static inline __m256i k2emu_mm256_maskz_loadu_epi16(simde__mmask16 k, const void *p) {
-    uint16_t v[16] = {0};
-    int i;
-    for (i = 0; i < 16; i++)
-        if ((k >> i) & 1) memcpy(&v[i], (const char *)p + 2 * i, 2);
     __m256i r;
-    memcpy(&r, v, 32);
+    k2emu_maskz_load(&r, k, p, 16, 2);
     return r;
 }
 static inline void k2emu_mm512_mask_storeu_ps(void *p, simde__mmask16 k, simde__m512 a) {
