@@ -3505,8 +3505,8 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  panels of QC weight rows meet groups of QR activation rows (AVX-512: 4 x 4, two blocks per
  *  step with VNNI; AVX2: 2 x 2, one block per step), reading the blocks as stored. The r8
  *  layouts (what the model uses: files hold them, plain rows are repacked at load) go by groups
- *  of 8 weight rows, R8 = 4 activation rows per tile (AVX2, also used on AVX-512 machines: no
- *  AVX-512 variant yet), 1 row when decoding; per block and activation row one exact int32 sum
+ *  of 8 weight rows, R8 = 4 activation rows per tile (AVX2 code, also on AVX-512 machines), 1
+ *  row when decoding; per block and activation row one exact int32 sum
  *  per weight row, then one conversion and one multiply-add for all 8 (q4_0 decoding on Zen 3, one core,
  *  weights in L3: 28.5 GB/s against 11.0 for the ggml-layout tiles). q4_0r8 with 8 or more
  *  activation rows (vision, prefill) turns the tile around: the activations are also stored 8
@@ -3515,7 +3515,10 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  broadcast of 4 weight bytes per multiply (kosmos2__r8cols_avx2: Zen 3, the four vision/prefill
  *  shapes, one thread: 180 GOP/s = 59 % of the maddubs peak, against 147 for the 4 x 8 tiles);
  *  q8_0r8 likewise (|w| and w unpacked: 111 against 105 GOP/s, 37 %: 4 vector operations per
- *  maddubs cap it near half the peak on AVX2).
+ *  maddubs cap it near half the peak on AVX2). With AVX-512 VNNI the column tile takes 16
+ *  activation rows (two groups) x all 8 weight rows, one vpdpbusd per 4 values and weight row,
+ *  no int16 stage (kosmos2__r8cols_avx512; q8_0r8 as the bytes w + 128, corrected by -128 *
+ *  sum a): tested against the scalar path under emulation, not timed (no such CPU here).
  *  Speed: 64-byte aligned activations and weights avoid split loads (about 10%). */
 
 /* Q4_0R8 / Q8_0R8: q4_0 / q8_0 blocks interleaved 8 rows at a time (DATA LAYOUTS above). */
@@ -3901,13 +3904,14 @@ typedef struct {
     float *d;        /* [M, rsp, 16] lanes 0-7: scale of block 2j, lanes 8-15: of block 2j+1 (or 0) */
     int8_t *q;       /* [M, rs*32] quantized values in [-127, 127] */
     int32_t *ns;     /* [M, rs*8] minus the sum of each group of 4 quantized values */
-    int32_t *n8;     /* [M, rs] -8 * the sum of each block's 32 values (q4_0r8 only, else NULL) */
+    int32_t *n8;     /* [M, rs] -8 * the sum of each block's 32 values (q4_0r8, and q8_0r8 with
+                      * column tiles; else NULL) */
     /* r8 types with at least 8 rows and a kernel set with r8cols (else NULL): the same values with
      * 8 rows interleaved (rows 8g .. 8g+7 = group g; rows past M are zeros), one register per
      * 4 values of 8 rows, as the column tiles want them */
     int8_t *qi;      /* [ceil(M/8), nb, 8 chunks j, 8 rows, 4] values 4j .. 4j+3 of block b of each row */
     float *di;       /* [ceil(M/8), nb, 8 rows] the scales */
-    int32_t *n8i;    /* [ceil(M/8), nb, 8 rows] n8 (q4_0r8 only) */
+    int32_t *n8i;    /* [ceil(M/8), nb, 8 rows] n8 (where n8 is) */
 } kosmos2__qacts;
 /* scale of block b of activation row m */
 #define KOSMOS2__QACT_D(A, m, b) ((A)->d[((m) * (A)->rsp + ((b) >> 1)) * 16 + ((b) & 1) * 8])
@@ -3923,10 +3927,12 @@ typedef void (*kosmos2__qact_fn)(const float *x, kosmos2__qacts *A, int64_t m);
 /* r8 column tiles (many activation rows): one group of 8 weight rows is first unpacked, by
  * r8unpack, from its nb units at wg into wu and wd [nb, 8] (the scales as float32). q4_0r8: wu
  * [nb, 8 chunks j, 8 rows, 4] (the nibbles as bytes 0 .. 15: chunk j < 4 the low nibbles of unit
- * chunk j, j >= 4 the high ones of chunk j - 4); q8_0r8: wu [nb, 8 chunks j, 2, 8 rows, 4]
- * (|w| as unsigned bytes, then w). Then r8cols multiplies activation group g of A (qi: 8 rows,
- * a row per lane) by it: y[l * ldy + r] for rows l < rows (<= 8) and weight rows r < 8, +
- * bias[r] (or + 0). The r8 canonical sum, so the bits of r8full / r8row. */
+ * chunk j, j >= 4 the high ones of chunk j - 4); q8_0r8: AVX2 wu [nb, 8 chunks j, 2, 8 rows, 4]
+ * (|w| as unsigned bytes, then w), AVX-512 wu [nb, 8 chunks j, 8 rows, 4] (w ^ 0x80 = w + 128
+ * as unsigned bytes). Then r8cols multiplies activation groups g, g + 1, ... of A (qi: 8 rows
+ * per group, a row per lane) by it: y[l * ldy + r] for rows l < rows (<= R8C of the kernel set:
+ * rows > 8 reach into group g + 1) and weight rows r < 8, + bias[r] (or + 0). The r8 canonical
+ * sum, so the bits of r8full / r8row. */
 #define KOSMOS2__R8_WU(q8) ((q8) ? 512 : 256) /* bytes of wu per block */
 typedef void (*kosmos2__r8unpack_fn)(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8);
 typedef void (*kosmos2__r8cols_fn)(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
@@ -3988,6 +3994,7 @@ typedef struct {
     kosmos2__qtile_fn r8full, r8row; /* r8row 1 x 8 (w: the group's first unit; y: 8 outputs per row) */
     kosmos2__r8unpack_fn r8unpack;   /* r8 column tiles for 8 or more rows (or NULL: r8full) */
     kosmos2__r8cols_fn r8cols;
+    int R8C;                         /* activation rows per r8cols call (8 or 16) */
     kosmos2__vmath_fn vmath;
     kosmos2__qk_fn qk;
     kosmos2__qkt_fn qkt; /* (or NULL: scores by kosmos2__matmul) */
@@ -5209,6 +5216,66 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, 
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 8);
     else kosmos2__qrow8_q4_avx512(y, A, m0, w, wstride, bias, pf);
 }
+/* r8 column tiles with VNNI (see kosmos2__r8cols_fn; the bits of kosmos2__r8cols_avx2): lanes =
+ * 16 activation rows (groups g and g + 1; when rows <= 8, group g in both halves and the upper
+ * lanes dropped), all 8 weight rows of the group in one pass. Per block and 4 values, one
+ * broadcast of 4 weight bytes and one vpdpbusd per weight row: the unsigned weight bytes times
+ * the signed activations, 4 products summed into each int32 lane (exact: no int16 stage, so no
+ * vpmaddwd either), the accumulators starting at the block's correction. q4_0r8: the nibbles
+ * u = w + 8, correction n8 = -8 * sum(a); q8_0r8: the bytes w ^ 0x80 = w + 128 (unpacked so by
+ * kosmos2__r8unpack_avx512), correction 16 * n8 = -128 * sum(a) (|sum| <= 32 * 255 * 127: int32).
+ * Then per weight row one conversion and one multiply-add with dw * da, as on AVX2. */
+static KOSMOS2__T_AVX512 void kosmos2__r8unpack_avx512(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8) {
+    const __m256i top = _mm256_set1_epi8((char)0x80);
+    int64_t b;
+    int c;
+    if (!q8) {
+        kosmos2__r8unpack_avx2(wg, nb, wu, wd, 0); /* (the nibbles as bytes: the same layout) */
+        return;
+    }
+    for (b = 0; b < nb; b++, wg += KOSMOS2__R8_UNIT(1), wu += 256, wd += 8) { /* wu [nb, 8 chunks, 8 rows, 4] */
+        _mm256_storeu_ps(wd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg)));
+        for (c = 0; c < 8; c++)
+            _mm256_storeu_si256((__m256i *)(wu + 32 * c), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * c)), top));
+    }
+}
+/* [lo | hi] of two 8 x 32-bit loads */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__cat8_avx512(const void *lo, const void *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)), _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+static KOSMOS2__T_AVX512 void kosmos2__r8cols_avx512(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
+                                                     const uint8_t *wu, const float *wd, const float *bias, int q8) {
+    const int64_t nb = A->nb, g1 = rows > 8 ? g + 1 : g;
+    const int8_t *aq0 = A->qi + g * nb * 256, *aq1 = A->qi + g1 * nb * 256; /* [nb, 8 chunks, 8 rows, 4] */
+    const float *ad0 = A->di + g * nb * 8, *ad1 = A->di + g1 * nb * 8;     /* [nb, 8] */
+    const int32_t *an0 = A->n8i + g * nb * 8, *an1 = A->n8i + g1 * nb * 8; /* [nb, 8] */
+    __m512 acc[8]; /* [weight row], lanes = activation rows */
+    int64_t b;
+    int r, j, l;
+    for (r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++, aq0 += 256, aq1 += 256, wu += 256) {
+        const __m512 da = _mm512_castsi512_ps(kosmos2__cat8_avx512(ad0 + b * 8, ad1 + b * 8));
+        __m512i corr = kosmos2__cat8_avx512(an0 + b * 8, an1 + b * 8), s[8];
+        if (q8) corr = _mm512_slli_epi32(corr, 4);
+        for (r = 0; r < 8; r++) s[r] = corr;
+        KOSMOS2__UNROLL for (j = 0; j < 8; j++) {
+            const __m512i av = kosmos2__cat8_avx512(aq0 + 32 * j, aq1 + 32 * j);
+            KOSMOS2__UNROLL for (r = 0; r < 8; r++) {
+                int32_t w4;
+                memcpy(&w4, wu + 32 * j + 4 * r, 4);
+                s[r] = _mm512_dpbusd_epi32(s[r], _mm512_set1_epi32(w4), av);
+            }
+        }
+        KOSMOS2__UNROLL for (r = 0; r < 8; r++)
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(wd[b * 8 + r]), da), _mm512_cvtepi32_ps(s[r]), acc[r]);
+    }
+    for (r = 0; r < 8; r++) {
+        float t[16];
+        const float bv = bias ? bias[r] : 0.0f;
+        _mm512_storeu_ps(t, acc[r]);
+        for (l = 0; l < rows; l++) y[l * ldy + r] = t[l] + bv;
+    }
+}
 /* The activation quantization (see kosmos2__qact_avx2), 16 values per register. */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m128i kosmos2__qround16_avx512(__m512 t) {
     const __m512i sgn = _mm512_set1_epi32((int)0x80000000u);
@@ -5434,21 +5501,21 @@ static float kosmos2__probe_fma(int64_t iters) {
 static const kosmos2__kernel_set kosmos2__kernels_scalar = {
     1, 1, 0, kosmos2__tile_scalar, kosmos2__tile_scalar, kosmos2__tile_scalar, {NULL, NULL, NULL, NULL}, NULL, NULL,
     1, 1, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__qtile_scalar, kosmos2__quantize_act_row,
-    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, NULL, NULL, kosmos2__vmath_scalar, kosmos2__qk_scalar, NULL, NULL, NULL, kosmos2__pv_scalar, kosmos2__lnorm_scalar, kosmos2__narrow_scalar};
+    NULL, 1, kosmos2__r8tile_scalar, kosmos2__r8tile_scalar, NULL, NULL, 0, kosmos2__vmath_scalar, kosmos2__qk_scalar, NULL, NULL, NULL, kosmos2__pv_scalar, kosmos2__lnorm_scalar, kosmos2__narrow_scalar};
 #ifdef KOSMOS2__X86
 static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     2, 3, 1024, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
     kosmos2__tiles_avx2, kosmos2__widen_avx2,
     2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
-    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2,
+    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2, 8,
     kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__qkt_avx2, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
     kosmos2__narrow_f16c};
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, NULL, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
-    kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (q4_0r8: the AVX2 tiles) */
-    kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2,
+    kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (few rows: the AVX2 r8 tiles) */
+    kosmos2__r8unpack_avx512, kosmos2__r8cols_avx512, 16,
     kosmos2__vmath_avx512, kosmos2__qk_avx512, NULL, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx512, kosmos2__lnorm_avx2, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
@@ -5817,9 +5884,10 @@ static void kosmos2__r8_group(const kosmos2__kernel_set *ks, float *const *ys, c
 static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const kosmos2__mat *const *Ws,
                               const float *const *biases, int nm, int n_threads, const kosmos2__kernel_set *ks) {
     const int64_t K = Ws[0]->cols, C = ks->QC, nb = K / KOSMOS2__QK;
-    const int dt = Ws[0]->dtype, r8 = kosmos2__is_r8(dt), q8 = dt == KOSMOS2__Q8_0R8, n8 = dt == KOSMOS2__Q4_0R8;
+    const int dt = Ws[0]->dtype, r8 = kosmos2__is_r8(dt), q8 = dt == KOSMOS2__Q8_0R8;
     const int64_t wbytes = kosmos2__row_bytes(Ws[0]->dtype, K), gbytes = nb * KOSMOS2__R8_UNIT(q8); /* (r8: bytes per group) */
     const int cols = r8 && M >= 8 && ks->r8cols; /* r8 types, many rows: the column tiles */
+    const int n8 = dt == KOSMOS2__Q4_0R8 || (q8 && cols); /* the blocks' -8 * sums (q8_0r8: the VNNI column tiles') */
     const int64_t Mp = (M + 7) / 8 * 8;
     int64_t n_all = 0, n8_all = 0;
     kosmos2__qacts A;
@@ -5902,8 +5970,8 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
             void *wmem = KOSMOS2_MALLOC((size_t)nb * (KOSMOS2__R8_WU(q8) + 32) + 64);
             uint8_t *wu = (uint8_t *)kosmos2__align64(wmem);
             float *wd = wu ? (float *)(wu + nb * KOSMOS2__R8_WU(q8)) : NULL;
-            int64_t mcc = kosmos2__l2_bytes() / (K + nb * 8) / 8 * 8;
-            if (mcc < 8) mcc = 8;
+            int64_t mcc = kosmos2__l2_bytes() / (K + nb * 8) / ks->R8C * ks->R8C;
+            if (mcc < ks->R8C) mcc = ks->R8C;
             for (m0 = 0; m0 < M; m0 += mcc) {
                 const int64_t m1 = M - m0 < mcc ? M : m0 + mcc;
 #ifdef _OPENMP /* (nowait: a static schedule gives each thread the same groups in every chunk) */
@@ -5919,8 +5987,8 @@ static int kosmos2__matmul_qn(float *const *ys, const float *x, int64_t M, const
                         continue;
                     }
                     ks->r8unpack((const uint8_t *)Ws[jm]->data + t * gbytes, nb, wu, wd, q8);
-                    for (m = m0; m < m1; m += 8)
-                        ks->r8cols(ys[jm] + m * N + t * 8, N, m1 - m < 8 ? m1 - m : 8, &A, m / 8, wu, wd, bias, q8);
+                    for (m = m0; m < m1; m += ks->R8C)
+                        ks->r8cols(ys[jm] + m * N + t * 8, N, m1 - m < ks->R8C ? m1 - m : ks->R8C, &A, m / 8, wu, wd, bias, q8);
                 }
             }
             KOSMOS2_FREE(wmem);

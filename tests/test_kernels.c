@@ -399,6 +399,59 @@ static void test_kernels_matmul_q4_extremes(void) {
     free(q); free(r8);
 }
 
+/* The r8 column tiles take 8 activation rows per call on AVX2 and 16 on AVX-512 (two groups of
+ * the interleaved copy; a last group of up to 8 alone): row counts around those sizes, q4_0r8
+ * and q8_0r8 (with -128 and 127 bytes), 1 and 2 threads, every path == the scalar path and
+ * within the float64 reference's bound. */
+static void test_kernels_r8_cols_rows(void) {
+    static const int64_t Ms[] = {8, 9, 15, 16, 17, 24, 31, 40};
+    const int64_t N = 24, K = 160;
+    int isa, di, best = kosmos2__kernels_set_isa(-1), bad = 0, runs = 0;
+    unsigned mi;
+    for (di = 0; di < 2; di++) {
+        const int dt = di ? KOSMOS2__Q8_0R8 : KOSMOS2__Q4_0R8;
+        uint8_t *w = (uint8_t *)tk__make_weights(dt, N, K, 1.0f);
+        kosmos2__mat W;
+        if (dt == KOSMOS2__Q8_0R8) { /* the byte extremes in group 1's values (units: 16 bytes of scales, 256 of values) */
+            uint8_t *g1 = w + (K / 32) * KOSMOS2__R8_UNIT(1);
+            int64_t b;
+            for (b = 0; b < K / 32; b++) { g1[b * KOSMOS2__R8_UNIT(1) + 16 + 5] = 0x80; g1[b * KOSMOS2__R8_UNIT(1) + 16 + 77] = 0x7f; }
+        }
+        W.data = w; W.dtype = (kosmos2__dtype)dt; W.rows = N; W.cols = K;
+        for (mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+            const int64_t M = Ms[mi];
+            float *x = (float *)malloc((size_t)(M * K) * 4), *y0 = (float *)malloc((size_t)(M * N) * 4);
+            float *y = (float *)malloc((size_t)(M * N) * 4);
+            double *ref = (double *)malloc((size_t)(M * N) * 8), *bound = (double *)malloc((size_t)(M * N) * 8);
+            int64_t i;
+            for (i = 0; i < M * K; i++) x[i] = tk__rand() * (i % 11 == 0 ? 8.0f : 1.0f);
+            tk__reference(x, M, &W, NULL, ref, bound);
+            kosmos2__kernels_set_isa(KOSMOS2__ISA_SCALAR);
+            CHECK_OK(kosmos2__matmul(y0, x, M, &W, NULL, 1));
+            for (isa = 0; isa <= best; isa++) {
+                int nt;
+                kosmos2__kernels_set_isa(isa);
+                for (nt = 1; nt <= 2; nt++) {
+                    for (i = 0; i < M * N; i++) y[i] = NAN;
+                    CHECK_OK(kosmos2__matmul(y, x, M, &W, NULL, nt));
+                    runs++;
+                    for (i = 0; i < M * N; i++)
+                        if (!(y[i] == y0[i]) || !(fabs(y[i] - ref[i]) <= bound[i])) {
+                            if (bad++ < 5)
+                                CHECK(0, "%s %s M=%lld, %d threads: y[%lld] = %.9g, scalar %.9g, ref %.9g", kosmos2__isa_name(isa),
+                                      kosmos2__dtype_name(W.dtype), (long long)M, nt, (long long)i, y[i], y0[i], ref[i]);
+                        }
+                }
+            }
+            free(x); free(y0); free(y); free(ref); free(bound);
+        }
+        free(w);
+    }
+    kosmos2__kernels_set_isa(-1);
+    printf("    %d r8 products against the scalar path\n", runs);
+    CHECK(bad == 0, "%d outputs wrong", bad);
+}
+
 /* Attention scores from transposed keys (qkt, where a kernel set has it) == the scalar product
  * of Q and the keys as rows (kosmos2__matmul, the canonical sum), bit for bit: head widths 16 ..
  * 80 (64 has its own unrolled body), 1 and 11 queries, 16 and 48 keys. */
@@ -934,6 +987,7 @@ static void tests_kernels(void) {
     RUN(test_kernels_matmul_paths);
     RUN(test_kernels_matmul_q8_raw);
     RUN(test_kernels_matmul_q4_extremes);
+    RUN(test_kernels_r8_cols_rows);
     RUN(test_kernels_qkt);
     RUN(test_kernels_softmax_paths);
     RUN(test_kernels_matmul_threads_and_rows);
