@@ -45,6 +45,10 @@ build/cxx_check.o: $(HDRS) | build
 build/noomp_check.o: $(HDRS) | build
 	printf '#define KOSMOS2_IMPLEMENTATION\n#include "kosmos2.h"\n' > build/noomp_check.c
 	$(CC) $(WARN) -O2 -I. -c build/noomp_check.c -o $@
+# and with KOSMOS2_NO_SIMD (the scalar kernels only)
+build/nosimd_check.o: $(HDRS) | build
+	printf '#define KOSMOS2_IMPLEMENTATION\n#define KOSMOS2_NO_SIMD\n#include "kosmos2.h"\n' > build/nosimd_check.c
+	$(CC) $(WARN) -O2 $(OMP) -I. -c build/nosimd_check.c -o $@
 
 # The AVX-512 kernels on any AVX2 CPU: AVX-512 intrinsics from SIMDe (Debian libsimde-dev, tests
 # only) over native AVX2; build/test runs it (test_kernels_avx512_emulated). See tests/avx512_emu.h.
@@ -52,7 +56,7 @@ EMU = -mavx2 -mfma -mf16c -Wno-psabi
 build/test-avx512emu: $(TESTSRC) $(HDRS) | build
 	$(CC) $(WARN) $(CFLAGS) $(EMU) $(OMP) -I. -o $@ tests/test_avx512_emu.c $(LDLIBS)
 
-test: build/test build/test-avx512emu build/kosmos2 build/minimal build/cxx_check.o build/noomp_check.o
+test: build/test build/test-avx512emu build/kosmos2 build/minimal build/cxx_check.o build/noomp_check.o build/nosimd_check.o
 	./build/test
 
 build/test-asan: $(TESTSRC) $(HDRS) | build

@@ -50,8 +50,9 @@
  *   KOSMOS2_STB_IMAGE_IMPLEMENTED  stb_image's implementation is already compiled elsewhere
  *   KOSMOS2_USE_LIBJPEG         decode JPEG with libjpeg(-turbo) as Pillow does (-ljpeg)
  *   KOSMOS2_NO_SIMD             build only the portable scalar kernels (same results, slower)
- *  Environment: KOSMOS2_ISA=scalar|avx2 lowers the kernel path chosen at run time (AVX-512 when
- *  the CPU has it). Every path gives bit-identical results (see [5] KERNELS).
+ *  Environment: KOSMOS2_ISA=scalar|avx2|avxvnni lowers the kernel path chosen at run time (the
+ *  best the CPU has: AVX-512 with VNNI, AVX2 with AVX-VNNI, AVX2). Every path gives bit-identical
+ *  results (see [5] KERNELS).
  *
  * ============================================================================================
  *  TABLE OF CONTENTS  (search for the banner text, e.g. "[7] VISION ENCODER")
@@ -517,10 +518,10 @@ void kosmos2_result_free(kosmos2_result *r);
  *   kosmos2_bench_fma_peak:    float32 flop/s of independent fused multiply-adds in registers, at
  *     the vector width the kernels use (best of 4; a multiply-add counts 2);
  *   kosmos2_bench_int8_peak:   int8 multiply-adds/s (x 2) of the instruction the q8_0 / q4_0
- *     kernels build on: vpdpbusd (AVX-512 VNNI: 64 per instruction), vpmaddubsw (AVX2: 32
- *     products summed in pairs), integer multiply-adds (scalar); independent chains in registers,
+ *     kernels build on: vpdpbusd (AVX-512 VNNI: 64 per instruction; AVX-VNNI: 32), vpmaddubsw
+ *     (AVX2: 32 products summed in pairs), integer multiply-adds (scalar); independent chains,
  *     best of 4. The limit for quantized matrix products, whose int8 work exceeds the float one;
- *   kosmos2_kernels_name:      the kernels' instruction set: "avx512", "avx2" or "scalar". */
+ *   kosmos2_kernels_name:      the kernels' instruction set: "avx512", "avxvnni", "avx2" or "scalar". */
 double kosmos2_bench_memory_read(int n_threads);
 double kosmos2_bench_fma_peak(int n_threads);
 double kosmos2_bench_int8_peak(int n_threads);
@@ -3439,8 +3440,9 @@ int kosmos2_write_npy_f32(const char *path, const float *data, const int64_t *sh
  *  product accumulates in float32. A matrix W is [rows = out features N, cols = in features K],
  *  row-major, as PyTorch's nn.Linear stores it. The one entry point is
  *      kosmos2__matmul(y, x, M, W, bias, n_threads):  y[M,N] = x[M,K] . W[N,K]^T + bias[N]
- *  which picks, at run time, a scalar, AVX2+FMA+F16C or AVX-512 (F/BW/VL/DQ + VNNI)
- *  implementation. The environment variable KOSMOS2_ISA=scalar|avx2 caps the choice (read once);
+ *  which picks, at run time, a scalar, AVX2+FMA+F16C, AVX2 with AVX-VNNI (the AVX2 kernels but
+ *  vpdpbusd column tiles for the quantized products) or AVX-512 (F/BW/VL/DQ + VNNI)
+ *  implementation. The environment variable KOSMOS2_ISA=scalar|avx2|avxvnni caps the choice (read once);
  *  defining KOSMOS2_NO_SIMD builds the scalar path only. Do not build with -ffast-math (it would
  *  reorder the sums below).
  *
@@ -3535,8 +3537,8 @@ typedef struct {
 #define KOSMOS2__Q8_0_BYTES 34   /* float16 d + 32 x int8 */
 #define KOSMOS2__Q4_0_BYTES 18   /* float16 d + 16 x (2 x 4 bit) */
 
-/* Which implementation runs (kosmos2__kernels_set_isa / KOSMOS2_ISA=scalar|avx2|avx512). */
-enum { KOSMOS2__ISA_SCALAR = 0, KOSMOS2__ISA_AVX2 = 1, KOSMOS2__ISA_AVX512 = 2 };
+/* Which implementation runs (kosmos2__kernels_set_isa / KOSMOS2_ISA=scalar|avx2|avxvnni|avx512). */
+enum { KOSMOS2__ISA_SCALAR = 0, KOSMOS2__ISA_AVX2 = 1, KOSMOS2__ISA_AVXVNNI = 2, KOSMOS2__ISA_AVX512 = 3 };
 
 /* ------------------------------------------------------------------ float16 / bfloat16 ---- */
 KOSMOS2__UNUSED static float kosmos2__f16_to_f32(uint16_t h) {
@@ -3759,6 +3761,15 @@ KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t 
 #else
 #define KOSMOS2__T_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #endif
+/* AVX2 + AVX-VNNI (the VEX vpdpbusd): compilers from GCC 11 and clang 12 know it */
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
+#define KOSMOS2__HAVE_AVXVNNI 1
+#ifdef KOSMOS2__EMULATE_AVX512
+#define KOSMOS2__T_AVXVNNI KOSMOS2__T_AVX2 /* (tests: SIMDe's vpdpbusd, as for AVX-512) */
+#else
+#define KOSMOS2__T_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#endif
+#endif
 #define KOSMOS2__INLINE static inline __attribute__((always_inline))
 #ifdef __clang__ /* (clang takes "GCC unroll 8" as a partial unroll: the tiles' accumulator arrays stayed in memory, 4x slower) */
 #define KOSMOS2__UNROLL _Pragma("clang loop unroll(full)")
@@ -3770,37 +3781,50 @@ KOSMOS2__UNUSED static void kosmos2__mat_row_f32(const kosmos2__mat *W, int64_t 
 #endif
 
 static int kosmos2__isa_forced = -1; /* -1: best available; else the ISA asked for (tests) */
-static int kosmos2__isa_best = -1;   /* detected once (benign race: every thread writes the same) */
+static int kosmos2__isa_avail = -1;  /* bit i: ISA i usable; detected once (benign race: every thread writes the same) */
 
+/* The ISAs this CPU (and this compiler) can run, as bits, limited by KOSMOS2_ISA=scalar|avx2|
+ * avxvnni|avx512 (the best one allowed). Not linear: AVX-512 machines without AVX-VNNI exist
+ * (Zen 4, Ice Lake), and AVX-VNNI ones without AVX-512 (Alder Lake and later Intel clients). */
 static int kosmos2__isa_detect(void) {
+    int avail = 1 << KOSMOS2__ISA_SCALAR;
 #ifdef KOSMOS2__X86
     const char *env = getenv("KOSMOS2_ISA");
-    int best = KOSMOS2__ISA_SCALAR, f16c;
+    int f16c, i, cap = KOSMOS2__ISA_AVX512;
     unsigned a, b, c, d;
     __builtin_cpu_init();
     f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)); /* CPUID.1:ECX.F16C (clang's builtin lacks it) */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-        best = KOSMOS2__ISA_AVX2;
+        avail |= 1 << KOSMOS2__ISA_AVX2;
+#ifdef KOSMOS2__HAVE_AVXVNNI
+        if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4))) /* CPUID.(7,1):EAX.AVX-VNNI */
+            avail |= 1 << KOSMOS2__ISA_AVXVNNI;
+#endif
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
             __builtin_cpu_supports("avx512vnni"))
-            best = KOSMOS2__ISA_AVX512;
+            avail |= 1 << KOSMOS2__ISA_AVX512;
 #ifdef KOSMOS2__EMULATE_AVX512
-        best = KOSMOS2__ISA_AVX512;
+        avail |= 1 << KOSMOS2__ISA_AVX512;
+#ifdef KOSMOS2__HAVE_AVXVNNI
+        avail |= 1 << KOSMOS2__ISA_AVXVNNI;
+#endif
 #endif
     }
-    if (env && strcmp(env, "scalar") == 0) best = KOSMOS2__ISA_SCALAR;
-    else if (env && strcmp(env, "avx2") == 0 && best > KOSMOS2__ISA_AVX2) best = KOSMOS2__ISA_AVX2;
-    return best;
-#else
-    return KOSMOS2__ISA_SCALAR;
+    if (env && strcmp(env, "scalar") == 0) cap = KOSMOS2__ISA_SCALAR;
+    else if (env && strcmp(env, "avx2") == 0) cap = KOSMOS2__ISA_AVX2;
+    else if (env && strcmp(env, "avxvnni") == 0) cap = KOSMOS2__ISA_AVXVNNI;
+    for (i = cap + 1; i <= KOSMOS2__ISA_AVX512; i++) avail &= ~(1 << i);
 #endif
+    return avail;
 }
-/* The ISA the kernels use now. */
+/* The ISA the kernels use now: the best usable one at or below the one forced (or the best). */
 static int kosmos2__kernels_isa(void) {
-    if (kosmos2__isa_best < 0) kosmos2__isa_best = kosmos2__isa_detect();
-    if (kosmos2__isa_forced >= 0 && kosmos2__isa_forced < kosmos2__isa_best) return kosmos2__isa_forced;
-    return kosmos2__isa_best;
+    int isa = KOSMOS2__ISA_AVX512;
+    if (kosmos2__isa_avail < 0) kosmos2__isa_avail = kosmos2__isa_detect();
+    if (kosmos2__isa_forced >= 0 && kosmos2__isa_forced < isa) isa = kosmos2__isa_forced;
+    while (isa > 0 && !(kosmos2__isa_avail & (1 << isa))) isa--;
+    return isa;
 }
 /* Bytes of one core's L2 cache, from CPUID (leaf 4 on Intel, 0x8000001D on AMD: the same
  * format), clamped to [256 KB, 4 MB]; 1 MB when unknown. Read once (benign race). */
@@ -3827,14 +3851,14 @@ static int64_t kosmos2__l2_bytes(void) {
     return l2;
 }
 /* Force an ISA (KOSMOS2__ISA_*; -1 = best available). Returns the ISA in effect, which is lower
- * than asked when the CPU (or KOSMOS2_ISA) does not allow it. Not thread-safe: call it before
+ * than asked when the CPU (or KOSMOS2_ISA, or the compiler) does not allow it. Not thread-safe: call it before
  * starting work. */
 KOSMOS2__UNUSED static int kosmos2__kernels_set_isa(int isa) {
     kosmos2__isa_forced = isa;
     return kosmos2__kernels_isa();
 }
 KOSMOS2__UNUSED static const char *kosmos2__isa_name(int isa) {
-    return isa == KOSMOS2__ISA_AVX512 ? "avx512" : isa == KOSMOS2__ISA_AVX2 ? "avx2" : "scalar";
+    return isa == KOSMOS2__ISA_AVX512 ? "avx512" : isa == KOSMOS2__ISA_AVXVNNI ? "avxvnni" : isa == KOSMOS2__ISA_AVX2 ? "avx2" : "scalar";
 }
 
 /* The next block of weights one thread will need: rows base + j*stride, j < rows, bytes
@@ -3874,7 +3898,7 @@ typedef struct {
     kosmos2__pf pf;
     int64_t lines, T, e;
 } kosmos2__pf_deal;
-KOSMOS2__INLINE void kosmos2__pf_start(kosmos2__pf_deal *d, const kosmos2__next_block *next, int64_t T) {
+static inline void kosmos2__pf_start(kosmos2__pf_deal *d, const kosmos2__next_block *next, int64_t T) {
     d->pf.base = next ? next->base : NULL;
     d->pf.stride = next ? next->stride : 0;
     d->pf.per_row = next ? (next->bytes + 63) / 64 : 0;
@@ -3883,7 +3907,7 @@ KOSMOS2__INLINE void kosmos2__pf_start(kosmos2__pf_deal *d, const kosmos2__next_
     d->T = T > 0 ? T : 1;
     d->e = 0;
 }
-KOSMOS2__INLINE const kosmos2__pf *kosmos2__pf_step(kosmos2__pf_deal *d) { /* the next tile's slice (or NULL) */
+static inline const kosmos2__pf *kosmos2__pf_step(kosmos2__pf_deal *d) { /* the next tile's slice (or NULL) */
     d->pf.off += d->pf.n; /* this slice starts where the last one ended */
     while (d->pf.off >= d->pf.per_row && d->pf.per_row > 0) { d->pf.off -= d->pf.per_row; d->pf.row++; }
     d->pf.n = d->lines / d->T;
@@ -4639,6 +4663,78 @@ static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t 
     }
 }
 
+/* Column tiles with a vpdpbusd (AVX-VNNI here, AVX-512 VNNI in kosmos2__r8cols_avx512): the
+ * weights unpacked as unsigned bytes. q4_0r8: the nibbles, as for AVX2; q8_0r8: wu [nb, 8
+ * chunks j, 8 rows, 4] = w ^ 0x80 = w + 128, wd the scales. */
+static KOSMOS2__T_AVX2 void kosmos2__r8unpack_vnni(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8) {
+    const __m256i top = _mm256_set1_epi8((char)0x80);
+    int64_t b;
+    int c;
+    if (!q8) {
+        kosmos2__r8unpack_avx2(wg, nb, wu, wd, 0); /* (the nibbles as bytes: the same layout) */
+        return;
+    }
+    for (b = 0; b < nb; b++, wg += KOSMOS2__R8_UNIT(1), wu += 256, wd += 8) { /* wu [nb, 8 chunks, 8 rows, 4] */
+        _mm256_storeu_ps(wd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg)));
+        for (c = 0; c < 8; c++)
+            _mm256_storeu_si256((__m256i *)(wu + 32 * c), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * c)), top));
+    }
+}
+#ifdef KOSMOS2__HAVE_AVXVNNI
+/* AVX-VNNI (Intel since Alder Lake, AMD since Zen 5; without AVX-512 the only vpdpbusd): the
+ * AVX2 column tile with one vpdpbusd per (weight row, 4 values) in place of maddubs + int16 add
+ * (+ a share of the madd), the int32 sums starting at the block's correction as in
+ * kosmos2__r8cols_avx512 (q4_0r8: n8; q8_0r8: 16 * n8 for the bytes w + 128). The same bits.
+ * Tested under emulation only (no such CPU here). */
+static KOSMOS2__T_AVXVNNI void kosmos2__r8cols_avxvnni(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
+                                                       const uint8_t *wu, const float *wd, const float *bias, int q8) {
+    const int64_t nb = A->nb;
+    const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
+    const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
+    const int32_t *an0 = A->n8i + g * nb * 8;  /* [nb, 8] */
+    int h, r, j, l;
+    for (h = 0; h < 2; h++) { /* weight rows 4h .. 4h+3 */
+        __m256 acc[4];
+        const int8_t *aq = aq0;
+        const uint8_t *w = wu + 16 * h;
+        int64_t b;
+        KOSMOS2__UNROLL for (r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
+        for (b = 0; b < nb; b++, aq += 256, w += 256) {
+            const __m256 da = _mm256_loadu_ps(ad0 + b * 8);
+            __m256i corr = _mm256_loadu_si256((const __m256i *)(an0 + b * 8)), s[4];
+            if (q8) corr = _mm256_slli_epi32(corr, 4);
+            KOSMOS2__UNROLL for (r = 0; r < 4; r++) s[r] = corr;
+            KOSMOS2__UNROLL for (j = 0; j < 8; j++) {
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(aq + 32 * j));
+                KOSMOS2__UNROLL for (r = 0; r < 4; r++)
+                    s[r] = _mm256_dpbusd_avx_epi32(s[r], kosmos2__bcast4_avx2((const int8_t *)(w + 32 * j + 4 * r)), av);
+            }
+            KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
+                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(wd + b * 8 + 4 * h + r), da);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), acc[r]);
+            }
+        }
+        KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
+            float t[8];
+            const float bv = bias ? bias[4 * h + r] : 0.0f;
+            _mm256_storeu_ps(t, acc[r]);
+            for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
+        }
+    }
+}
+/* int8 peak with AVX-VNNI: 12 chains of vpdpbusd (32 multiply-adds each, as a maddubs) */
+static KOSMOS2__T_AVXVNNI int32_t kosmos2__probe_i8_avxvnni(int64_t iters) {
+    __m256i a[12];
+    const __m256i u = _mm256_set1_epi8(3), v = _mm256_set1_epi8(-2);
+    int64_t i;
+    int j;
+    for (j = 0; j < 12; j++) a[j] = _mm256_set1_epi32(j);
+    for (i = 0; i < iters; i++) _Pragma("GCC unroll 12") for (j = 0; j < 12; j++) a[j] = _mm256_dpbusd_avx_epi32(a[j], u, v);
+    for (j = 1; j < 12; j++) a[0] = _mm256_add_epi32(a[0], a[j]);
+    return _mm_cvtsi128_si32(_mm256_castsi256_si128(a[0]));
+}
+#endif
+
 /* The activation quantization (kosmos2__quantize_act_row), 8 values per register. roundf (half
  * away from zero) is done exactly: r = trunc(t), then r += sign(t) when |t - r| >= 0.5 (t - r
  * is exact); the clamp keeps the scalar order, so NaN -> -127 (max returns its second operand
@@ -5223,22 +5319,8 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, 
  * the signed activations, 4 products summed into each int32 lane (exact: no int16 stage, so no
  * vpmaddwd either), the accumulators starting at the block's correction. q4_0r8: the nibbles
  * u = w + 8, correction n8 = -8 * sum(a); q8_0r8: the bytes w ^ 0x80 = w + 128 (unpacked so by
- * kosmos2__r8unpack_avx512), correction 16 * n8 = -128 * sum(a) (|sum| <= 32 * 255 * 127: int32).
+ * kosmos2__r8unpack_vnni), correction 16 * n8 = -128 * sum(a) (|sum| <= 32 * 255 * 127: int32).
  * Then per weight row one conversion and one multiply-add with dw * da, as on AVX2. */
-static KOSMOS2__T_AVX512 void kosmos2__r8unpack_avx512(const uint8_t *wg, int64_t nb, uint8_t *wu, float *wd, int q8) {
-    const __m256i top = _mm256_set1_epi8((char)0x80);
-    int64_t b;
-    int c;
-    if (!q8) {
-        kosmos2__r8unpack_avx2(wg, nb, wu, wd, 0); /* (the nibbles as bytes: the same layout) */
-        return;
-    }
-    for (b = 0; b < nb; b++, wg += KOSMOS2__R8_UNIT(1), wu += 256, wd += 8) { /* wu [nb, 8 chunks, 8 rows, 4] */
-        _mm256_storeu_ps(wd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg)));
-        for (c = 0; c < 8; c++)
-            _mm256_storeu_si256((__m256i *)(wu + 32 * c), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * c)), top));
-    }
-}
 /* [lo | hi] of two 8 x 32-bit loads */
 KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__cat8_avx512(const void *lo, const void *hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)), _mm256_loadu_si256((const __m256i *)hi), 1);
@@ -5453,7 +5535,7 @@ static KOSMOS2__T_AVX2 int32_t kosmos2__probe_i8_avx2(int64_t iters) { /* (12 ch
 /* int8 operations (2 per multiply-add) of one kosmos2__probe_i8(iters) */
 static double kosmos2__probe_i8_ops(int64_t iters) {
     const int isa = kosmos2__kernels_isa();
-    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 64 : isa == KOSMOS2__ISA_AVX2 ? 12 * 32 : 16 * 8);
+    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 64 : isa >= KOSMOS2__ISA_AVX2 ? 12 * 32 : 16 * 8);
 }
 static int32_t kosmos2__probe_i8(int64_t iters) {
     int32_t a[16][8];
@@ -5461,6 +5543,9 @@ static int32_t kosmos2__probe_i8(int64_t iters) {
     int j, l;
 #ifdef KOSMOS2__X86
     if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX512) return kosmos2__probe_i8_avx512(iters);
+#ifdef KOSMOS2__HAVE_AVXVNNI
+    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVXVNNI) return kosmos2__probe_i8_avxvnni(iters);
+#endif
     if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX2) return kosmos2__probe_i8_avx2(iters);
 #endif
     for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = j + l;
@@ -5482,7 +5567,7 @@ static float kosmos2__probe_read(const float *p, int64_t n) {
 /* flops of one kosmos2__probe_fma(iters) */
 static double kosmos2__probe_fma_flops(int64_t iters) {
     const int isa = kosmos2__kernels_isa();
-    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 16 : isa == KOSMOS2__ISA_AVX2 ? 12 * 8 : 16 * 8);
+    return (double)iters * 2 * (isa == KOSMOS2__ISA_AVX512 ? 16 * 16 : isa >= KOSMOS2__ISA_AVX2 ? 12 * 8 : 16 * 8);
 }
 static float kosmos2__probe_fma(int64_t iters) {
     float a[16][8];
@@ -5490,7 +5575,7 @@ static float kosmos2__probe_fma(int64_t iters) {
     int j, l;
 #ifdef KOSMOS2__X86
     if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX512) return kosmos2__probe_fma_avx512(iters);
-    if (kosmos2__kernels_isa() == KOSMOS2__ISA_AVX2) return kosmos2__probe_fma_avx2(iters);
+    if (kosmos2__kernels_isa() >= KOSMOS2__ISA_AVX2) return kosmos2__probe_fma_avx2(iters);
 #endif
     for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = (float)j;
     for (i = 0; i < iters; i++) for (j = 0; j < 16; j++) for (l = 0; l < 8; l++) a[j][l] = a[j][l] * 0.999999f + 1e-7f; /* (as the scalar kernels: multiply, add) */
@@ -5510,18 +5595,30 @@ static const kosmos2__kernel_set kosmos2__kernels_avx2 = {
     kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__r8unpack_avx2, kosmos2__r8cols_avx2, 8,
     kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__qkt_avx2, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
     kosmos2__narrow_f16c};
+#ifdef KOSMOS2__HAVE_AVXVNNI
+static const kosmos2__kernel_set kosmos2__kernels_avxvnni = { /* AVX2 with the AVX-VNNI column tiles */
+    2, 3, 1024, kosmos2__tile_avx2_full, kosmos2__tile_avx2_row, kosmos2__tile_avx2_one, {NULL, NULL, NULL, NULL},
+    kosmos2__tiles_avx2, kosmos2__widen_avx2,
+    2, 2, kosmos2__qtile_avx2_full, kosmos2__qtile_avx2_row, kosmos2__qtile_avx2_one, kosmos2__qact_avx2,
+    kosmos2__qtile_avx2_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, kosmos2__r8unpack_vnni, kosmos2__r8cols_avxvnni, 8,
+    kosmos2__vmath_avx2, kosmos2__qk_avx2, kosmos2__qkt_avx2, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx2, kosmos2__lnorm_avx2,
+    kosmos2__narrow_f16c};
+#endif
 static const kosmos2__kernel_set kosmos2__kernels_avx512 = {
     4, 6, 1024, kosmos2__tile_avx512_full, kosmos2__tile_avx512_row, kosmos2__tile_avx512_one,
     {NULL, NULL, kosmos2__tile_avx512_2x6, kosmos2__tile_avx512_3x6}, NULL, kosmos2__widen_avx512,
     4, 4, kosmos2__qtile_avx512_full, kosmos2__qtile_avx512_row, kosmos2__qtile_avx512_one, kosmos2__qact_avx512,
     kosmos2__qtile_avx512_row8, 4, kosmos2__r8tile_avx2_full, kosmos2__r8tile_avx2_row, /* (few rows: the AVX2 r8 tiles) */
-    kosmos2__r8unpack_avx512, kosmos2__r8cols_avx512, 16,
+    kosmos2__r8unpack_vnni, kosmos2__r8cols_avx512, 16,
     kosmos2__vmath_avx512, kosmos2__qk_avx512, NULL, kosmos2__max_sub_avx2, kosmos2__sm_scale_avx2, kosmos2__pv_avx512, kosmos2__lnorm_avx2, kosmos2__narrow_f16c};
 #endif
 static const kosmos2__kernel_set *kosmos2__kernel_table(void) {
 #ifdef KOSMOS2__X86
     int isa = kosmos2__kernels_isa();
     if (isa == KOSMOS2__ISA_AVX512) return &kosmos2__kernels_avx512;
+#ifdef KOSMOS2__HAVE_AVXVNNI
+    if (isa == KOSMOS2__ISA_AVXVNNI) return &kosmos2__kernels_avxvnni;
+#endif
     if (isa == KOSMOS2__ISA_AVX2) return &kosmos2__kernels_avx2;
 #endif
     return &kosmos2__kernels_scalar;

@@ -1,4 +1,4 @@
-/* tests/avx512_emu.h - run kosmos2.h's AVX-512 kernels on a CPU without AVX-512 (tests only).
+/* tests/avx512_emu.h - run kosmos2.h's AVX-512 (and AVX-VNNI) kernels on a CPU without them (tests only).
  *
  * Included before kosmos2.h in a translation unit built with -mavx2 -mfma -mf16c (see
  * tests/test_avx512_emu.c and the Makefile's build/test-avx512emu). It maps every AVX-512
@@ -6,8 +6,8 @@
  * test-only dependency), which builds each 512-bit operation from native AVX2 halves where it
  * can: _mm512_fmadd_ps becomes two hardware _mm256_fmadd_ps, so fused multiply-adds stay fused
  * and the bits are the hardware's. KOSMOS2__EMULATE_AVX512 then drops the AVX-512 target
- * attribute and makes the ISA detection report AVX-512, so the whole test suite's "every ISA
- * against the scalar reference" loops include the AVX-512 source paths.
+ * attribute and makes the ISA detection report AVX-512 and AVX-VNNI, so the whole test suite's
+ * "every ISA against the scalar reference" loops include those source paths.
  *
  * What this checks: the AVX-512 kernels' logic (layouts, tails and masks, reduction orders,
  * quantization), i.e. everything but the silicon. SIMDe 0.7.4 lacks ten of the intrinsics; they
@@ -215,6 +215,10 @@ static inline __m256 k2emu_mm512_extractf32x8_ps(simde__m512 a, int imm) {
 #define _mm512_cvtph_ps k2emu_mm512_cvtph_ps
 #undef _mm512_extractf32x8_ps
 #define _mm512_extractf32x8_ps k2emu_mm512_extractf32x8_ps
+
+/* AVX-VNNI's vpdpbusd (VEX, 256 bits) computes what AVX-512 VNNI's 256-bit form does: SIMDe's */
+#undef _mm256_dpbusd_avx_epi32
+#define _mm256_dpbusd_avx_epi32 simde_mm256_dpbusd_epi32
 
 #define KOSMOS2__EMULATE_AVX512 1
 #endif

@@ -12,7 +12,7 @@
  * Every figure is the best of a few runs, timed two ways: wall clock, and process CPU time
  * divided by the thread count. On a quiet machine they agree; on a shared one (other jobs
  * running) wall time is meaningless and the CPU-time figure is the one to read.
- * KOSMOS2_ISA=scalar|avx2|avx512 selects the kernels' path. */
+ * KOSMOS2_ISA=scalar|avx2|avxvnni|avx512 selects the kernels' path. */
 #define KOSMOS2_IMPLEMENTATION
 #include "kosmos2.h"
 #include <stdio.h>
