@@ -5821,12 +5821,15 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
     const int many = M >= ks->R && ks->R > 1;
     const int64_t kb = many ? (K < ks->KB ? K : ks->KB) : K;
     const int64_t ldb = kb + 16; /* buffer row stride: +64 bytes, so rows do not share L1 sets */
-    /* activation rows per chunk: a chunk's rows over one block of K take about half the L2 (the
-     * weights stream through it as well; a 2 x 3 tile whose rows come from L2 runs at half speed
-     * once they spill: Zen 3, 512 KB L2, half against all of it, medians of 6 interleaved runs:
-     * 257x1024->4096 +4-5 %, 71x2048->8192 +2-6 %, 257x4096->1024 +0-1 %, 71x8192->2048 -2..+1 %;
-     * not re-measured on AVX-512 machines, where chunks of the whole L2 had beaten a fixed 1 MB) */
-    int64_t chunks = (M * kb * 4 * 2) / kosmos2__l2_bytes() + 1, mc = (M + chunks - 1) / chunks, ldx = K;
+    /* activation rows per chunk: the fewest chunks whose rows over one block of K take at most
+     * 60 % of the L2 (the weights stream through it as well; a 2 x 3 tile whose rows come from
+     * L2 runs at half speed once they spill). Zen 3, 512 KB L2, 2 threads, 25 interleaved runs,
+     * best and median: 60 % against the half of before (4 chunks instead of 5 for 257 rows, 1
+     * instead of 2 for 71): 257x1024->4096 and 257x4096->1024 f32/bf16 +0-2 % (better in all 8
+     * pairs of minima), 71x2048->8192 and 71x8192->2048 +2-4 %; all of the L2 had lost to half
+     * of it by 2-6 % before the activations were copied block by block and prefetched. Not
+     * re-measured on AVX-512 machines (1-2 MB L2). */
+    int64_t chunks = (M * kb * 4 * 5 + 3 * kosmos2__l2_bytes() - 1) / (3 * kosmos2__l2_bytes()), mc, ldx = K;
     /* many rows and several blocks of K: x copied block by block, xb [nkb, M, kb + 16] (block j
      * of row m at (j * M + m) * (kb + 16)), so that the rows a sweep of tiles reads over one block
      * follow each other in memory (Zen 3, one thread, the three shapes with K > 1024: +3-7 %).
@@ -5850,6 +5853,8 @@ static int kosmos2__matmul_float(float *y, const float *x, int64_t M, const kosm
         x = xpad;
         ldx = K + 16;
     }
+    if (chunks < 1) chunks = 1;
+    mc = (M + chunks - 1) / chunks;
     mc = (mc + ks->R - 1) / ks->R * ks->R;
     (void)n_threads;
 #ifdef _OPENMP
