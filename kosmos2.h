@@ -5312,6 +5312,10 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, 
     if (dt == KOSMOS2__Q8_0) kosmos2__qtile_avx512_body(y, ldy, A, m0, w, wstride, KOSMOS2__Q8_0, bias, pf, 1, 8);
     else kosmos2__qrow8_q4_avx512(y, A, m0, w, wstride, bias, pf);
 }
+/* [lo | hi] of two 8 x 32-bit loads */
+KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__cat8_avx512(const void *lo, const void *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)), _mm256_loadu_si256((const __m256i *)hi), 1);
+}
 /* r8 column tiles with VNNI (see kosmos2__r8cols_fn; the bits of kosmos2__r8cols_avx2): lanes =
  * 16 activation rows (groups g and g + 1; when rows <= 8, group g in both halves and the upper
  * lanes dropped), all 8 weight rows of the group in one pass. Per block and 4 values, one
@@ -5321,10 +5325,6 @@ static KOSMOS2__T_AVX512 void kosmos2__qtile_avx512_row8(float *y, int64_t ldy, 
  * u = w + 8, correction n8 = -8 * sum(a); q8_0r8: the bytes w ^ 0x80 = w + 128 (unpacked so by
  * kosmos2__r8unpack_vnni), correction 16 * n8 = -128 * sum(a) (|sum| <= 32 * 255 * 127: int32).
  * Then per weight row one conversion and one multiply-add with dw * da, as on AVX2. */
-/* [lo | hi] of two 8 x 32-bit loads */
-KOSMOS2__INLINE KOSMOS2__T_AVX512 __m512i kosmos2__cat8_avx512(const void *lo, const void *hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)), _mm256_loadu_si256((const __m256i *)hi), 1);
-}
 static KOSMOS2__T_AVX512 void kosmos2__r8cols_avx512(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
                                                      const uint8_t *wu, const float *wd, const float *bias, int q8) {
     const int64_t nb = A->nb, g1 = rows > 8 ? g + 1 : g;
