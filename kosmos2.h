@@ -4574,6 +4574,24 @@ static KOSMOS2__T_AVX2 void kosmos2__r8unpack_avx2(const uint8_t *wg, int64_t nb
         }
     }
 }
+/* The 8-row column tiles' block end and store (weight rows 4h .. 4h+3, lanes = activation rows):
+ * acc[r] += (wd[r] * da) * is[r] (wd: the block's 4 weight scales, da: the 8 rows' scales), and
+ * y[l * ldy + 4h + r] = acc[r][l] + bias (l < rows). */
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_fin4_avx2(__m256 *acc, const __m256i *is, const float *wd, __m256 da) {
+    int r;
+    KOSMOS2__UNROLL for (r = 0; r < 4; r++)
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_broadcast_ss(wd + r), da), _mm256_cvtepi32_ps(is[r]), acc[r]);
+}
+KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_store4_avx2(float *y, int64_t ldy, int64_t rows, const __m256 *acc,
+                                                                 const float *bias, int h) {
+    int r, l;
+    for (r = 0; r < 4; r++) {
+        float t[8];
+        const float bv = bias ? bias[4 * h + r] : 0.0f;
+        _mm256_storeu_ps(t, acc[r]);
+        for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
+    }
+}
 /* q8_0r8: per (weight row, 4 values) maddubs(|w|, sign(a, w)) and madd to int32 at once (two
  * int16 pair sums of up to 2 * 128 * 127 would overflow): 4 vector operations per maddubs, so
  * at most half the maddubs peak on 4 pipes (Zen 3, one core, data in L1: 41-42 % against 36 %
@@ -4584,7 +4602,7 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_q8_avx2(float *y, int64_t l
     const int64_t nb = A->nb;
     const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
     const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
-    int h, r, j, l;
+    int h, r, j;
     for (h = 0; h < 2; h++) { /* weight rows 4h .. 4h+3 */
         __m256 acc[4];
         const int8_t *aq = aq0;
@@ -4604,17 +4622,9 @@ KOSMOS2__INLINE KOSMOS2__T_AVX2 void kosmos2__r8cols_q8_avx2(float *y, int64_t l
                     KOSMOS2__IN_REG(is[r]);
                 }
             }
-            KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(wd + b * 8 + 4 * h + r), da);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(is[r]), acc[r]);
-            }
+            kosmos2__r8cols_fin4_avx2(acc, is, wd + b * 8 + 4 * h, da);
         }
-        KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-            float t[8];
-            const float bv = bias ? bias[4 * h + r] : 0.0f;
-            _mm256_storeu_ps(t, acc[r]);
-            for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
-        }
+        kosmos2__r8cols_store4_avx2(y, ldy, rows, acc, bias, h);
     }
 }
 static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t rows, const kosmos2__qacts *A, int64_t g,
@@ -4624,7 +4634,7 @@ static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t 
     const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
     const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
     const int32_t *an0;                        /* [nb, 8] */
-    int h, r, j, l;
+    int h, r, j;
     if (q8) {
         kosmos2__r8cols_q8_avx2(y, ldy, rows, A, g, wu, wd, bias);
         return;
@@ -4648,18 +4658,10 @@ static KOSMOS2__T_AVX2 void kosmos2__r8cols_avx2(float *y, int64_t ldy, int64_t 
                     KOSMOS2__IN_REG(s[r]); /* (else GCC regroups the int16 sums and spills) */
                 }
             }
-            KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-                const __m256i is = _mm256_add_epi32(_mm256_madd_epi16(s[r], ones), n8);
-                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(wd + b * 8 + 4 * h + r), da);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(is), acc[r]);
-            }
+            KOSMOS2__UNROLL for (r = 0; r < 4; r++) s[r] = _mm256_add_epi32(_mm256_madd_epi16(s[r], ones), n8);
+            kosmos2__r8cols_fin4_avx2(acc, s, wd + b * 8 + 4 * h, da);
         }
-        KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-            float t[8];
-            const float bv = bias ? bias[4 * h + r] : 0.0f;
-            _mm256_storeu_ps(t, acc[r]);
-            for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
-        }
+        kosmos2__r8cols_store4_avx2(y, ldy, rows, acc, bias, h);
     }
 }
 
@@ -4692,7 +4694,7 @@ static KOSMOS2__T_AVXVNNI void kosmos2__r8cols_avxvnni(float *y, int64_t ldy, in
     const int8_t *aq0 = A->qi + g * nb * 256;  /* [nb, 8, 8, 4] */
     const float *ad0 = A->di + g * nb * 8;     /* [nb, 8] */
     const int32_t *an0 = A->n8i + g * nb * 8;  /* [nb, 8] */
-    int h, r, j, l;
+    int h, r, j;
     for (h = 0; h < 2; h++) { /* weight rows 4h .. 4h+3 */
         __m256 acc[4];
         const int8_t *aq = aq0;
@@ -4709,17 +4711,9 @@ static KOSMOS2__T_AVXVNNI void kosmos2__r8cols_avxvnni(float *y, int64_t ldy, in
                 KOSMOS2__UNROLL for (r = 0; r < 4; r++)
                     s[r] = _mm256_dpbusd_avx_epi32(s[r], kosmos2__bcast4_avx2((const int8_t *)(w + 32 * j + 4 * r)), av);
             }
-            KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(wd + b * 8 + 4 * h + r), da);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), acc[r]);
-            }
+            kosmos2__r8cols_fin4_avx2(acc, s, wd + b * 8 + 4 * h, da);
         }
-        KOSMOS2__UNROLL for (r = 0; r < 4; r++) {
-            float t[8];
-            const float bv = bias ? bias[4 * h + r] : 0.0f;
-            _mm256_storeu_ps(t, acc[r]);
-            for (l = 0; l < rows; l++) y[l * ldy + 4 * h + r] = t[l] + bv;
-        }
+        kosmos2__r8cols_store4_avx2(y, ldy, rows, acc, bias, h);
     }
 }
 /* int8 peak with AVX-VNNI: 12 chains of vpdpbusd (32 multiply-adds each, as a maddubs) */
